@@ -1,0 +1,63 @@
+"""The one exception hierarchy of aioleader.
+
+Configuration mistakes are plain :class:`ValueError` (they are programming errors, raised at
+construction). Everything that happens while talking to a lock derives from :class:`AioleaderError`:
+
+* :class:`LockError` is *transient*: the elector retries it within the renew deadline (5xx, 429,
+  timeouts, disconnects, a body it could not parse).
+* :class:`LockConflict` is a lost compare-and-swap (HTTP 409): somebody else wrote first.
+* :class:`ElectionError` is *fatal*: retrying cannot help (403 Forbidden, the lock's resource type
+  does not exist). The elector stops and re-raises it from ``elect()`` / ``campaign()``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AioleaderError",
+    "ElectionError",
+    "ForbiddenError",
+    "LockConflict",
+    "LockError",
+    "LockNotFound",
+]
+
+
+class AioleaderError(Exception):
+    """Base class of every error aioleader raises at run time."""
+
+
+class LockError(AioleaderError):
+    """A transient failure to read or write the lock; retried until the deadline.
+
+    ``retry_after`` carries a server's ``Retry-After`` hint (seconds) when it sent one (HTTP 429);
+    the elector waits at least that long before its next acquisition attempt.
+    """
+
+    def __init__(self, *args: object, retry_after: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after
+
+
+class LockConflict(LockError):
+    """The lock changed under us (stale resourceVersion, or it already exists on create)."""
+
+
+class LockNotFound(LockError):
+    """The lock object does not exist (only raised where absence is an error, e.g. update)."""
+
+
+class ElectionError(AioleaderError):
+    """A fatal error: retrying cannot succeed, the election stops."""
+
+
+class ForbiddenError(ElectionError):
+    """The API server refused a verb on the lock's resource (HTTP 403).
+
+    The message names the verb and the resource so that the missing RBAC rule is obvious.
+    """
+
+    def __init__(self, verb: str, resource: str, message: str = "") -> None:
+        self.verb = verb
+        self.resource = resource
+        detail = f": {message}" if message else ""
+        super().__init__(f"forbidden: cannot {verb} {resource}{detail}")

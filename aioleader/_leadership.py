@@ -1,0 +1,322 @@
+"""The user's handle on an election (:class:`Leadership`) and one period of leadership (:class:`Term`).
+
+The elector task owns the state; these classes only read it, and the only thing the elector does to
+user code is move the deadline of, or cancel, cancel scopes that the user's own task entered
+(``async with leadership.leading()``). Cancel scopes belong to the task that enters them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn, final
+
+import anyio
+
+from ._exceptions import ElectionError
+
+if TYPE_CHECKING:
+    from ._elector import _Elector
+
+__all__ = ["Leadership", "LeadershipStatistics", "Term"]
+
+
+class _NoPublicConstructor(type):
+    """Handles are built by the library (trio's ``NoPublicConstructor``)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__} has no public constructor")
+
+    def _create(cls, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(*args, **kwargs)
+
+
+@final
+class Term(metaclass=_NoPublicConstructor):
+    """One uninterrupted period during which this candidate holds the lock.
+
+    Attributes:
+        identity: the holder identity written into the lock.
+        number: 1 for the first term of this election, 2 after the first re-acquisition, ...
+        fencing_token: the lock's ``leaseTransitions`` right after acquisition. It is strictly
+            greater than the token of any earlier term on the same lock (aioleader counts a
+            transition for every new term, even when it re-takes a lease that still names it), so
+            downstream systems can reject writes from an older leader.
+        acquired_at: ``anyio.current_time()`` when the acquiring request was *sent*.
+        acquired_wall: the wall-clock time written as ``acquireTime``.
+        deadline: the monotonic time by which leader work is cancelled unless a renewal succeeds:
+            *send time of the last successful renew + renew_deadline*. It only moves forward.
+        cancel_scope: the scope of the first ``leading()`` block of this term (each concurrent
+            ``leading()`` block gets its own scope, all cancelled together).
+        ended: an :class:`anyio.Event` set when the term ends.
+        end_reason: why it ended: ``"lost"`` (another holder), ``"deadline"`` (renewal missed the
+            renew deadline), ``"released"`` / ``"stopped"`` (the election was shut down), or
+            ``"error"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        identity: str,
+        number: int,
+        fencing_token: int,
+        acquired_at: float,
+        acquired_wall: datetime,
+        deadline: float,
+    ) -> None:
+        self.identity = identity
+        self.number = number
+        self.fencing_token = fencing_token
+        self.acquired_at = acquired_at
+        self.acquired_wall = acquired_wall
+        self.ended = anyio.Event()
+        self.ended_at: float | None = None
+        self.end_reason: str | None = None
+        self._deadline = deadline
+        self._scopes: list[anyio.CancelScope] = []
+        self._first_scope: anyio.CancelScope | None = None
+        self._open_blocks = 0
+        self._work_done = anyio.Event()
+        self._work_done.set()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else f"ended ({self.end_reason})"
+        return (
+            f"<Term #{self.number} of {self.identity!r} fencing_token={self.fencing_token} {state}>"
+        )
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline
+
+    @property
+    def active(self) -> bool:
+        """True until the term ends or its deadline passes (whichever the clock sees first)."""
+        return self.end_reason is None and anyio.current_time() < self._deadline
+
+    @property
+    def cancel_scope(self) -> anyio.CancelScope:
+        if self._first_scope is None:
+            raise RuntimeError("no leading() block has been entered for this term yet")
+        return self._first_scope
+
+    async def wait_ended(self) -> None:
+        """Wait until the term ends. The elector ends it no later than its deadline."""
+        await self.ended.wait()
+
+    # -- elector side ------------------------------------------------------------------------------
+
+    def _extend(self, deadline: float) -> None:
+        if deadline > self._deadline and self.end_reason is None:
+            self._deadline = deadline
+            for scope in self._scopes:
+                scope.deadline = deadline
+
+    def _end(self, reason: str) -> None:
+        if self.end_reason is not None:
+            return
+        self.end_reason = reason
+        self.ended_at = anyio.current_time()
+        for scope in self._scopes:
+            scope.cancel()
+        self.ended.set()
+
+    async def _wait_work_done(self) -> None:
+        await self._work_done.wait()
+
+    def _open_scope(self) -> anyio.CancelScope:
+        scope = anyio.CancelScope(deadline=self._deadline)
+        if self.end_reason is not None:
+            scope.cancel()
+        self._scopes.append(scope)
+        if self._first_scope is None:
+            self._first_scope = scope
+        if self._open_blocks == 0:
+            self._work_done = anyio.Event()
+        self._open_blocks += 1
+        return scope
+
+    def _close_scope(self, scope: anyio.CancelScope) -> None:
+        self._scopes.remove(scope)
+        self._open_blocks -= 1
+        if self._open_blocks == 0:
+            self._work_done.set()
+
+
+@final
+class _Leading:
+    """``async with leadership.leading() as term``: wait for a term, run the body in its scope."""
+
+    def __init__(
+        self,
+        leadership: Leadership,
+        *,
+        term: Term | None = None,
+        scope: anyio.CancelScope | None = None,
+    ) -> None:
+        # The elector passes a term and a scope it already opened (on_started_leading); users get
+        # the current term once there is one.
+        self._leadership = leadership
+        self._term = term
+        self._scope = scope
+
+    async def __aenter__(self) -> Term:
+        if self._term is None:
+            self._term = await self._leadership.wait_term()
+        term = self._term
+        if self._scope is None:
+            self._scope = term._open_scope()
+        scope = self._scope
+        try:
+            scope.__enter__()
+        except BaseException:
+            term._close_scope(scope)
+            raise
+        return term
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._term is not None
+        assert self._scope is not None
+        try:
+            return self._scope.__exit__(exc_type, exc, tb)
+        finally:
+            self._term._close_scope(self._scope)
+
+
+@dataclass(frozen=True)
+class LeadershipStatistics:
+    """A snapshot of an election (``leadership.statistics()``), in the manner of anyio's
+    ``EventStatistics``. Times are ``anyio.current_time()`` values."""
+
+    lock: str
+    identity: str
+    is_leader: bool
+    leader: str | None
+    term: int
+    fencing_token: int | None
+    terms: int
+    leader_changes: int
+    acquire_attempts: int
+    renewals: int
+    renew_failures: int
+    slow_path: int
+    last_renew_at: float | None
+    last_error: str | None
+
+
+@final
+class Leadership(metaclass=_NoPublicConstructor):
+    """The handle ``elect()`` yields and ``campaign()`` starts with.
+
+    ::
+
+        async with elect(lock) as leadership:
+            async with leadership.leading() as term:   # waits until this candidate leads
+                await leader_only_work(term.fencing_token)
+            # leading() left: the term ended (or the body finished); campaigning goes on
+    """
+
+    def __init__(self, elector: _Elector) -> None:
+        self._elector = elector
+        self._acquired = anyio.Event()
+        self._term: Term | None = None
+        self._closed = anyio.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Leadership {self._elector.lock.describe()} identity={self.identity!r} "
+            f"leader={self.leader!r}>"
+        )
+
+    @property
+    def identity(self) -> str:
+        return self._elector.lock.identity
+
+    @property
+    def acquired(self) -> anyio.Event:
+        """Set when the current term began; after a loss, a fresh unset Event for the next one."""
+        return self._acquired
+
+    @property
+    def term(self) -> Term | None:
+        """The current term, or the last one (check ``term.active``), or ``None``."""
+        return self._term
+
+    @property
+    def leader(self) -> str | None:
+        """The holder identity last observed in the lock (``None`` if free or not read yet)."""
+        return self._elector.observed_holder or None
+
+    def is_leader_nowait(self) -> bool:
+        """Whether this candidate leads right now, by the local view (never blocks)."""
+        term = self._term
+        return term is not None and term.active
+
+    async def is_leader(self, *, confirm: bool = False) -> bool:
+        """Whether this candidate leads.
+
+        With ``confirm=True`` the lock is re-read (one request, bounded by what is left of the
+        renew window) and the answer is True only if the fresh record still names us *and* the
+        term is active. A record naming somebody else ends the term at once.
+        """
+        await anyio.lowlevel.checkpoint()
+        if not confirm or not self.is_leader_nowait():
+            return self.is_leader_nowait()
+        return await self._elector.confirm()
+
+    async def wait_term(self) -> Term:
+        """Wait until this candidate leads and return the active term."""
+        while True:
+            term = self._term
+            if term is not None and term.active:
+                await anyio.lowlevel.checkpoint()
+                return term
+            if self._closed.is_set():
+                raise ElectionError(f"the election for {self._elector.lock.describe()} has ended")
+            event = self._acquired
+            async with anyio.create_task_group() as tg:
+                # Wake on whichever comes first: a new term, or the end of the election.
+                async def _closed() -> None:
+                    await self._closed.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(_closed)
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+    def leading(self) -> _Leading:
+        """Wait until leader, then run the body inside the term's cancel scope.
+
+        The scope's deadline is *last successful renew send time + renew_deadline* and it moves
+        with every renewal; it is cancelled at once when the lock is seen to name another holder.
+        When the body is cancelled that way the block exits normally: check
+        ``await leadership.is_leader()`` or ``term.end_reason`` afterwards.
+        """
+        return _Leading(self)
+
+    def healthy(self, tolerance: float = 0.0) -> bool:
+        """client-go's ``HealthzAdaptor``: unhealthy only when we believe we lead but have not
+        renewed for ``lease_duration + tolerance`` seconds (a stuck elector). Standbys are healthy."""
+        return self._elector.health_problem(tolerance) is None
+
+    def statistics(self) -> LeadershipStatistics:
+        return self._elector.statistics()
+
+    # -- elector side ------------------------------------------------------------------------------
+
+    def _begin(self, term: Term) -> None:
+        self._term = term
+        self._acquired.set()
+
+    def _after_end(self) -> None:
+        if self._acquired.is_set():
+            self._acquired = anyio.Event()
+
+    def _close(self) -> None:
+        self._closed.set()

@@ -1,0 +1,205 @@
+"""The ``coordination.k8s.io/v1`` Lease lock, client-go's ``resourcelock.LeaseLock`` for anyio."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+import anyio.lowlevel
+from kubernetes_asyncio.client import ApiClient, CoordinationV1Api
+
+from .._exceptions import LockError
+from .._lock import Lock, Observed
+from .._record import LeaderElectionRecord, record_from_lease_spec, record_to_lease_spec
+from ._client import (
+    KubeClient,
+    ObjectRef,
+    Reply,
+    check_identity,
+    check_name,
+    check_namespace,
+    check_string_map,
+    decode_object,
+    error_for,
+)
+
+__all__ = ["LeaseLock"]
+
+_API_VERSION: Final = "coordination.k8s.io/v1"
+_KIND: Final = "Lease"
+
+
+def _leases(api_client: ApiClient) -> Any:
+    """The coordination/v1 API, typed ``Any`` on purpose: with ``_preload_content=False`` its
+    methods return aiohttp's response rather than the ``V1Lease`` the stubs promise, and they
+    take the plain dict bodies we send (models would serialize ``MicroTime`` wrongly)."""
+    return CoordinationV1Api(api_client)
+
+
+class LeaseLock(Lock):
+    """A leader election lock stored in a ``coordination.k8s.io/v1`` Lease, as client-go does.
+
+    Synopsis::
+
+        lock = LeaseLock("my-lock", namespace="default")        # identity: $POD_NAME or host_pid
+        async with lock, elect(lock) as leadership:
+            ...
+
+    ``api_client`` is a kubernetes_asyncio ``ApiClient`` the lock borrows (it is never closed by
+    the lock). Without one, the lock loads the in-cluster configuration if
+    ``KUBERNETES_SERVICE_HOST`` is set, else ``$KUBECONFIG`` / ``~/.kube/config``, on first use,
+    and closes the client it built in :meth:`aclose`.
+
+    ``labels`` and ``annotations`` are written on the Lease when this lock creates it (for
+    ownership, cleanup and ``kubectl get leases -l ...``), never on updates.
+
+    Every request reads and writes plain JSON: the whole Lease object is cached as the server
+    returned it and written back with only the ``spec`` replaced, so metadata and spec fields this
+    library does not model (owner references, a future spec field) survive a renewal. Renewal is
+    one PUT carrying the cached ``resourceVersion``; kube-apiserver refuses it with 409 if anybody
+    wrote in between, which is the whole of the election's safety. Requires the RBAC verbs
+    ``get``, ``create`` and ``update`` on ``leases`` in the namespace.
+
+    The lock runs on anyio's asyncio backend (kubernetes_asyncio uses aiohttp).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str = "default",
+        identity: str | None = None,
+        api_client: ApiClient | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> None:
+        self._ref = ObjectRef(
+            group="coordination.k8s.io",
+            plural="leases",
+            namespace=check_namespace(namespace),
+            name=check_name(name),
+        )
+        self._identity = check_identity(identity)
+        self._labels = check_string_map(labels, "labels", label_values=True)
+        self._annotations = check_string_map(annotations, "annotations", label_values=False)
+        self._client = KubeClient(api_client)
+        # The Lease as last read or written (the parsed JSON), the base of the next update.
+        self._cached: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r}, "
+            f"identity={self._identity!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        return self._ref.name
+
+    @property
+    def namespace(self) -> str:
+        return self._ref.namespace
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def describe(self) -> str:
+        """``namespace/name``, as client-go's ``LeaseLock.Describe``."""
+        return f"{self.namespace}/{self.name}"
+
+    # -- Lock ----------------------------------------------------------------------------------
+
+    async def get(self, *, timeout: float | None = None) -> Observed | None:  # noqa: ASYNC109
+        """Read the Lease; ``None`` if it does not exist. Caches it for :meth:`update`."""
+        reply = await self._client.request(
+            "get",
+            self._ref,
+            lambda api, t: _leases(api).read_namespaced_lease(
+                self.name, self.namespace, _preload_content=False, _request_timeout=t
+            ),
+            timeout=timeout,
+        )
+        if reply.status == 404 and reply.status_object() is not None:
+            self._cached = None
+            return None
+        return self._accept("get", reply)
+
+    async def create(
+        self,
+        record: LeaderElectionRecord,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Observed:
+        """Create the Lease holding ``record`` (with the configured labels and annotations).
+
+        Raises :class:`~aioleader.LockConflict` if it already exists.
+        """
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self._labels:
+            metadata["labels"] = dict(self._labels)
+        if self._annotations:
+            metadata["annotations"] = dict(self._annotations)
+        body = {
+            "apiVersion": _API_VERSION,
+            "kind": _KIND,
+            "metadata": metadata,
+            "spec": record_to_lease_spec(record),
+        }
+        reply = await self._client.request(
+            "create",
+            self._ref,
+            lambda api, t: _leases(api).create_namespaced_lease(
+                self.namespace, body, _preload_content=False, _request_timeout=t
+            ),
+            timeout=timeout,
+        )
+        return self._accept("create", reply)
+
+    async def update(
+        self,
+        record: LeaderElectionRecord,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Observed:
+        """Write ``record`` with one PUT of the cached Lease (compare-and-swap on its version).
+
+        Raises :class:`~aioleader.LockConflict` if the Lease changed or was deleted since it was
+        cached, :class:`~aioleader.LockError` if nothing is cached yet.
+        """
+        cached = self._cached
+        if cached is None:
+            await anyio.lowlevel.checkpoint()
+            raise LockError(f"cannot update {self._ref}: call get() or create() first")
+        # Spec fields we do not model are kept from the server's copy unless the record carries
+        # its own; the modelled ones are exactly the record's.
+        spec = {**record_from_lease_spec(cached.get("spec")).extra, **record_to_lease_spec(record)}
+        body = {"apiVersion": _API_VERSION, "kind": _KIND, **cached, "spec": spec}
+        reply = await self._client.request(
+            "update",
+            self._ref,
+            lambda api, t: _leases(api).replace_namespaced_lease(
+                self.name, self.namespace, body, _preload_content=False, _request_timeout=t
+            ),
+            timeout=timeout,
+        )
+        return self._accept("update", reply)
+
+    async def aclose(self) -> None:
+        """Close the API client if the lock built it; a client passed in stays open."""
+        await self._client.aclose()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _accept(self, verb: str, reply: Reply) -> Observed:
+        """Raise for a failed reply; otherwise cache the Lease it carries and return its record."""
+        if not reply.ok:
+            raise error_for(verb, self._ref, reply)
+        lease, version = decode_object(verb, self._ref, reply, _KIND)
+        self._cached = lease
+        spec = lease.get("spec")
+        # Canonical bytes of the spec as stored, so that any change, even one in a field we do not
+        # model or cannot parse, reads as a change.
+        raw = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return Observed(record=record_from_lease_spec(spec), raw=raw, version=version)

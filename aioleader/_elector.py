@@ -17,6 +17,7 @@ client-go's ``tools/leaderelection`` semantics, with these decisions made strict
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -147,6 +148,7 @@ class _Elector:
         self._tg: TaskGroup | None = None
         self._notify: MemoryObjectSendStream[tuple[NewLeaderCallback, str]] | None = None
         self._notifier_done = anyio.Event()
+        self._notifier_scope = anyio.CancelScope(shield=True)
         self._log_extra = {"lock": lock.describe(), "identity": self.identity}
 
     # -- running -------------------------------------------------------------------------------------
@@ -169,6 +171,7 @@ class _Elector:
                         # but never let a stuck callback hold the shutdown forever.
                         with anyio.move_on_after(self.timing.renew_deadline):
                             await self._notifier_done.wait()
+                    self._notifier_scope.cancel()
                     tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             _reraise(_unwrap(group, f"election for {self.lock.describe()}"))
@@ -179,10 +182,13 @@ class _Elector:
         self, receive: MemoryObjectReceiveStream[tuple[NewLeaderCallback, str]]
     ) -> None:
         # One task runs on_new_leader callbacks in order, so a slow callback never delays a renewal.
+        # Shielded so that callbacks queued during shutdown (our own release) still run; run()
+        # cancels this scope itself once shutdown is over.
         try:
-            async with receive:
-                async for callback, holder in receive:
-                    await _maybe_await(callback(holder))
+            with self._notifier_scope:
+                async with receive:
+                    async for callback, holder in receive:
+                        await _maybe_await(callback(holder))
         finally:
             self._notifier_done.set()
 
@@ -225,7 +231,8 @@ class _Elector:
                 extra={**self._log_extra, "holder": holder},
             )
             if self.on_new_leader is not None and self._notify is not None:
-                self._notify.send_nowait((self.on_new_leader, holder))
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._notify.send_nowait((self.on_new_leader, holder))
 
     def _expired(self, record: LeaderElectionRecord) -> bool:
         # The record's own duration is what its holder promised; an invalid one (missing, <= 0)
@@ -342,11 +349,11 @@ class _Elector:
     # -- leading -------------------------------------------------------------------------------------
 
     async def _lead(self, term: Term) -> None:
-        while term.end_reason is None:
+        while term._reason is None:
             assert self._last_renew_done is not None
             # client-go renews every RP after the previous renewal finished, without jitter.
             await self._sleep_until(self._last_renew_done + self.timing.retry_period, term)
-            if term.end_reason is not None:
+            if term._reason is not None:
                 return
             await self._renew_pass(term)
 
@@ -357,7 +364,7 @@ class _Elector:
 
     async def _renew_pass(self, term: Term) -> None:
         """Renew, retrying transient failures every RP, until success or the term's deadline."""
-        while term.end_reason is None:
+        while term._reason is None:
             now = anyio.current_time()
             remaining = term.deadline - now
             if remaining <= 0:
@@ -422,7 +429,7 @@ class _Elector:
         return self._own_record.with_changes(renew_time=datetime.now(timezone.utc))
 
     def _end_term(self, term: Term, reason: str) -> None:
-        if term.end_reason is not None:
+        if term._reason is not None:
             return
         term._end(reason)
         self.leadership._after_end()
@@ -515,7 +522,7 @@ class _Elector:
 
     def health_problem(self, tolerance: float) -> str | None:
         term = self.leadership.term
-        if term is None or term.end_reason is not None or self._last_renew_done is None:
+        if term is None or term._reason is not None or self._last_renew_done is None:
             return None
         stale = anyio.current_time() - self._last_renew_done
         if stale > self.timing.lease_duration + tolerance:

@@ -72,7 +72,7 @@ class Term(metaclass=_NoPublicConstructor):
         self.acquired_wall = acquired_wall
         self.ended = anyio.Event()
         self.ended_at: float | None = None
-        self.end_reason: str | None = None
+        self._reason: str | None = None
         self._deadline = deadline
         self._scopes: list[anyio.CancelScope] = []
         self._first_scope: anyio.CancelScope | None = None
@@ -91,9 +91,17 @@ class Term(metaclass=_NoPublicConstructor):
         return self._deadline
 
     @property
+    def end_reason(self) -> str | None:
+        """``None`` while active; why the term ended otherwise. A deadline that has passed reads as
+        ``"deadline"`` at once, even before the elector task has run."""
+        if self._reason is None and anyio.current_time() >= self._deadline:
+            return "deadline"
+        return self._reason
+
+    @property
     def active(self) -> bool:
         """True until the term ends or its deadline passes (whichever the clock sees first)."""
-        return self.end_reason is None and anyio.current_time() < self._deadline
+        return self.end_reason is None
 
     @property
     def cancel_scope(self) -> anyio.CancelScope:
@@ -108,16 +116,18 @@ class Term(metaclass=_NoPublicConstructor):
     # -- elector side ------------------------------------------------------------------------------
 
     def _extend(self, deadline: float) -> None:
-        if deadline > self._deadline and self.end_reason is None:
+        if deadline > self._deadline and self._reason is None:
             self._deadline = deadline
             for scope in self._scopes:
                 scope.deadline = deadline
 
     def _end(self, reason: str) -> None:
-        if self.end_reason is not None:
+        if self._reason is not None:
             return
-        self.end_reason = reason
-        self.ended_at = anyio.current_time()
+        now = anyio.current_time()
+        # Once the deadline has passed, that is why the term ended, whatever was noticed later.
+        self._reason = "deadline" if now >= self._deadline else reason
+        self.ended_at = min(now, self._deadline)
         for scope in self._scopes:
             scope.cancel()
         self.ended.set()
@@ -127,7 +137,7 @@ class Term(metaclass=_NoPublicConstructor):
 
     def _open_scope(self) -> anyio.CancelScope:
         scope = anyio.CancelScope(deadline=self._deadline)
-        if self.end_reason is not None:
+        if self._reason is not None:
             scope.cancel()
         self._scopes.append(scope)
         if self._first_scope is None:

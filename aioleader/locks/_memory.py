@@ -109,6 +109,15 @@ class MemoryLock(Lock):
         self._write(record)
         return self._observed()
 
+    # FaultyLock uses these to make a "reply lost" write leave the cache stale, as a real client's
+    # would be: the write landed, but the caller never saw the new version.
+    def _cache_state(self) -> object:
+        return self._cached
+
+    def _restore_cache_state(self, state: object) -> None:
+        assert state is None or isinstance(state, int)
+        self._cached = state
+
     def delete(self) -> None:
         """Remove the lock object (tests: a lock deleted under a running election)."""
         self._slot.raw = None

@@ -7,6 +7,7 @@ so ``anyio.current_time()`` differences are exact. Default timing: LD 15, RD 10,
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -298,7 +299,7 @@ async def test_seeded_jitter_stays_within_bounds() -> None:
     async with elect(a), elect(b, rng=random.Random(7)):
         await anyio.sleep(300)
     starts = [c.started for c in b.calls if c.op == "get"]
-    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert len(gaps) > 60
     assert all(2 <= gap <= 4.4 for gap in gaps)
     assert max(gaps) - min(gaps) > 1  # actually jittered
@@ -457,7 +458,7 @@ def test_handles_have_no_public_constructor() -> None:
     with pytest.raises(TypeError, match="no public constructor"):
         Leadership()
     with pytest.raises(TypeError, match="no public constructor"):
-        Term()
+        Term()  # type: ignore[call-arg]
 
 
 async def test_bad_arguments_are_rejected_before_campaigning() -> None:

@@ -456,7 +456,7 @@ async def test_health_standby_and_renewing_leader_are_healthy() -> None:
 
 def test_handles_have_no_public_constructor() -> None:
     with pytest.raises(TypeError, match="no public constructor"):
-        Leadership()
+        Leadership()  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="no public constructor"):
         Term()  # type: ignore[call-arg]
 

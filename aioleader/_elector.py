@@ -141,6 +141,7 @@ class _Elector:
         self._last_renew_sent: float | None = None
         self._last_renew_done: float | None = None
         self._retry_after: float | None = None
+        self._expires_at: float | None = None
         self._ever_led = False
         self._stopped_pending: Term | None = None
         # The lock object caches what it last read; requests must not interleave.
@@ -234,11 +235,13 @@ class _Elector:
                 with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                     self._notify.send_nowait((self.on_new_leader, holder))
 
-    def _expired(self, record: LeaderElectionRecord) -> bool:
+    def _duration(self, record: LeaderElectionRecord) -> float:
         # The record's own duration is what its holder promised; an invalid one (missing, <= 0)
         # is read as our own lease duration, not as "expired at once" as client-go does.
-        duration = record.lease_duration_seconds or self.timing.lease_duration
-        return anyio.current_time() >= self._observed_at + duration
+        return record.lease_duration_seconds or self.timing.lease_duration
+
+    def _expired(self, record: LeaderElectionRecord) -> bool:
+        return anyio.current_time() >= self._observed_at + self._duration(record)
 
     def _failed(self, exc: LockError) -> None:
         self.counters.last_error = f"{type(exc).__name__}: {exc}"
@@ -251,8 +254,12 @@ class _Elector:
             term = await self._try_acquire()
             if term is not None:
                 return term
-            # client-go's JitterUntil: RP × uniform(1, 1 + jitter), counted after the attempt.
+            # client-go's JitterUntil: RP × uniform(1, 1 + jitter), counted after the attempt...
             pause = self.timing.retry_period * self.rng.uniform(1.0, 1.0 + self.timing.jitter)
+            # ...but never later than the moment the observed lease expires: a crashed holder is
+            # then replaced LD after we saw its last renewal, not up to 2.2·RP after that.
+            if self._expires_at is not None:
+                pause = min(pause, max(0.0, self._expires_at - anyio.current_time()))
             if self._retry_after is not None:
                 pause = max(pause, self._retry_after)
                 self._retry_after = None
@@ -271,7 +278,9 @@ class _Elector:
                     return self._begin_term(created, record, sent)
                 self._observe(observed)
                 holder = observed.record.holder_identity
+                self._expires_at = None
                 if holder and holder != self.identity and not self._expired(observed.record):
+                    self._expires_at = self._observed_at + self._duration(observed.record)
                     return None
                 record = self._record_for_new_term(observed.record)
                 sent = anyio.current_time()
@@ -483,19 +492,21 @@ class _Elector:
         if term is not None:
             self._end_term(term, "stopped")
             await term._wait_work_done()
-        if self.release_on_cancel and (self._ever_led or self.observed_holder == self.identity):
-            await self._release()
+        if self.release_on_cancel and term is not None:
+            await self._release(term)
         if term is not None:
             await self._stopped(term)
 
-    async def _release(self) -> None:
-        # Bounded by RD in total; only a fresh read that still names us is released, with the
-        # compare-and-swap of update() protecting against a takeover in between.
+    async def _release(self, term: Term) -> None:
+        # Bounded by RD in total. Only our own last term is released: the fresh record must name
+        # us *with that term's transition count*, so that a newer term of the same identity (a
+        # restarted process) is never released from under it. update()'s compare-and-swap guards
+        # against a takeover between the read and the write.
         with anyio.move_on_after(self.timing.renew_deadline) as scope:
             try:
                 async with self._io:
                     fresh = await self._request(self.lock.get, self.timing.renew_deadline / 2)
-                    if fresh is None or fresh.record.holder_identity != self.identity:
+                    if fresh is None or not self._still_ours(term, fresh.record):
                         return
                     now = datetime.now(timezone.utc)
                     released = fresh.record.with_changes(

@@ -245,7 +245,7 @@ async def test_loss_to_another_holder_ends_the_term_at_once_and_recampaigns() ->
         assert leadership.leader == "x"
         assert not leadership.acquired.is_set()  # a fresh Event for the next term
         second = await leadership.wait_term()
-        assert now() - t0 == 20  # x never renews: observed at 4 + 15, next poll at 20
+        assert now() - t0 == 19  # x never renews: observed at 4, attempt exactly at 4 + 15
         assert second.number == 2
         assert second.fencing_token == 2  # x's takeover was 1
         assert second is not first
@@ -334,9 +334,9 @@ async def test_callbacks_order_work_finished_before_release_and_stopped() -> Non
     ) as leadership:
         await leadership.wait_term()
         await anyio.sleep(3)
-    assert log == [
-        (0, "new leader 'a'"),
-        (0, "started 1"),
+    # on_new_leader and on_started_leading run in different tasks: their order is not defined.
+    assert sorted(log[:2]) == [(0, "new leader 'a'"), (0, "started 1")]
+    assert log[2:] == [
         (4, "work finished, holder='a'"),  # cancelled at 3, cleanup took 1 s, not yet released
         (4, "stopped stopped, holder=''"),  # release came after the work, before the callback
         (4, "new leader ''"),

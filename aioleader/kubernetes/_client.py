@@ -362,7 +362,7 @@ class KubeClient:
         ref: ObjectRef,
         send: Send,
         *,
-        timeout: float | None,  # noqa: ASYNC109 - the deadline is the caller's (see Lock)
+        timeout: float | None,
     ) -> Reply:
         """Run one API call bounded by ``timeout`` seconds (:data:`DEFAULT_TIMEOUT` if ``None``).
 
@@ -421,12 +421,23 @@ def _config_source() -> tuple[str | None, str]:
     return path, f"the kubeconfig {path!r}"
 
 
+def _missing_kubeconfig(path: str) -> bool:
+    """Whether none of the files of a ``KUBECONFIG``-style path list exists."""
+    return not any(os.path.exists(os.path.expanduser(p)) for p in path.split(os.pathsep) if p)
+
+
 async def _load_api_client() -> Any:
     """An ``ApiClient`` for the in-cluster service account if ``KUBERNETES_SERVICE_HOST`` is set,
     else for ``$KUBECONFIG`` (or ``~/.kube/config``). A fresh ``Configuration``: the process-wide
     default that kubernetes_asyncio's loaders would otherwise set is left alone."""
     configuration = Configuration()
     config_file, source = _config_source()
+    if config_file is not None and _missing_kubeconfig(config_file):
+        await anyio.lowlevel.checkpoint()
+        raise ElectionError(
+            f"cannot configure a Kubernetes client: there is no kubeconfig at {config_file!r} "
+            "(set KUBECONFIG, run in a pod, or pass api_client=)"
+        )
     try:
         if config_file is None:
             load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]

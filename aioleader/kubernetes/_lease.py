@@ -111,7 +111,7 @@ class LeaseLock(Lock):
 
     # -- Lock ----------------------------------------------------------------------------------
 
-    async def get(self, *, timeout: float | None = None) -> Observed | None:  # noqa: ASYNC109
+    async def get(self, *, timeout: float | None = None) -> Observed | None:
         """Read the Lease; ``None`` if it does not exist. Caches it for :meth:`update`."""
         reply = await self._client.request(
             "get",
@@ -130,7 +130,7 @@ class LeaseLock(Lock):
         self,
         record: LeaderElectionRecord,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> Observed:
         """Create the Lease holding ``record`` (with the configured labels and annotations).
 
@@ -161,7 +161,7 @@ class LeaseLock(Lock):
         self,
         record: LeaderElectionRecord,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> Observed:
         """Write ``record`` with one PUT of the cached Lease (compare-and-swap on its version).
 

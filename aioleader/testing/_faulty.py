@@ -36,6 +36,7 @@ class LockCall:
 @dataclass
 class _Plan:
     latency: float = 0.0
+    reply_latency: float = 0.0
     hang: bool = False
     error_rate: float = 0.0
     apply_then_fail_rate: float = 0.0
@@ -81,6 +82,16 @@ class FaultyLock(Lock):
     @latency.setter
     def latency(self, value: float) -> None:
         self._plan.latency = value
+
+    @property
+    def reply_latency(self) -> float:
+        """Seconds between a request taking effect and its reply arriving. A caller that times out
+        in between has its write applied without knowing it."""
+        return self._plan.reply_latency
+
+    @reply_latency.setter
+    def reply_latency(self, value: float) -> None:
+        self._plan.reply_latency = value
 
     @property
     def hang(self) -> bool:
@@ -193,10 +204,24 @@ class FaultyLock(Lock):
                 plan.apply_then_fail_next -= 1
             # Locks that cache the last version (all of ours) must not learn the new one: the reply
             # carrying it was lost. Locks that expose their cache state let us roll it back.
-            state = getattr(self.inner, "_cache_state", lambda: None)()
+            state = self._cache_state()
             await call()
-            restore = getattr(self.inner, "_restore_cache_state", None)
-            if restore is not None:
-                restore(state)
+            self._restore_cache_state(state)
             raise _ReplyLost(f"{self.describe()}: {op} applied, reply lost")
-        return await call()
+        state = self._cache_state()
+        result = await call()
+        if plan.reply_latency:
+            try:
+                await anyio.sleep(plan.reply_latency)
+            except BaseException:
+                self._restore_cache_state(state)  # the caller gave up: the reply never arrived
+                raise
+        return result
+
+    def _cache_state(self) -> object:
+        return getattr(self.inner, "_cache_state", lambda: None)()
+
+    def _restore_cache_state(self, state: object) -> None:
+        restore = getattr(self.inner, "_restore_cache_state", None)
+        if restore is not None:
+            restore(state)

@@ -1,0 +1,259 @@
+"""A seeded chaos run: N candidates on one lock, random faults, every term recorded on one clock.
+
+Used by the test suite (fake clock, ≥ 200 failovers) and by ``bench/chaos.py`` (≥ 1,000). The
+property checked is the one that matters: the intervals during which candidates ran leader work
+never overlap, no work outlives its term's deadline, and after each fault heals a leader emerges
+within ``LD + (1 + jitter)·RP + latency``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._elector import campaign
+from .._leadership import Leadership
+from .._timing import Timing
+from ..locks._memory import MemoryLock
+from ._faulty import FaultyLock
+
+__all__ = ["ChaosReport", "WorkInterval", "run_chaos"]
+
+FAULTS = ("crash", "stop", "partition", "errors", "latency", "lost-replies", "follower-partition")
+
+
+@dataclass(frozen=True)
+class WorkInterval:
+    """Leader work of one candidate: from entering ``leading()`` to leaving it."""
+
+    identity: str
+    term: int
+    fencing_token: int
+    start: float
+    end: float
+    deadline: float
+    end_reason: str | None
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    candidates: int
+    rounds: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    intervals: list[WorkInterval] = field(default_factory=list)
+    recoveries: list[float] = field(default_factory=list)  # heal -> next leader, seconds
+    recovery_faults: list[str] = field(default_factory=list)
+    virtual_seconds: float = 0.0
+    bound: float = 0.0
+
+    @property
+    def failovers(self) -> int:
+        """Changes of leader (a new term by another candidate, or by the same after a loss)."""
+        return max(0, len(self.intervals) - 1)
+
+    @property
+    def overlaps(self) -> list[tuple[WorkInterval, WorkInterval]]:
+        ordered = sorted(self.intervals, key=lambda i: i.start)
+        found = []
+        for i, first in enumerate(ordered):
+            for second in ordered[i + 1 :]:
+                if second.start >= first.end:
+                    break
+                found.append((first, second))
+        return found
+
+    @property
+    def late_work(self) -> list[WorkInterval]:
+        """Work that went on past its term's deadline (must be empty). Fake clocks round timer
+        times to their resolution (looptime: 1 µs), which is tolerated."""
+        return [i for i in self.intervals if i.end > i.deadline + 1e-6]
+
+    @property
+    def max_recovery(self) -> float:
+        return max(self.recoveries, default=0.0)
+
+    @property
+    def fencing_monotonic(self) -> bool:
+        tokens = [i.fencing_token for i in sorted(self.intervals, key=lambda i: i.start)]
+        return all(a < b for a, b in zip(tokens, tokens[1:], strict=False))
+
+    def summary(self) -> str:
+        return (
+            f"chaos seed={self.seed}: {self.candidates} candidates, {self.rounds} fault rounds "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(self.faults.items()))}), "
+            f"{self.failovers} failovers in {self.virtual_seconds:.0f} virtual s; "
+            f"overlapping terms {len(self.overlaps)}, work past deadline {len(self.late_work)}, "
+            f"max time to a leader after heal {self.max_recovery:.2f} s (bound {self.bound:.2f} s)"
+        )
+
+
+class _Candidate:
+    def __init__(self, lock: FaultyLock, timing: Timing, rng: random.Random, report: ChaosReport):
+        self.lock = lock
+        self.timing = timing
+        self.rng = rng
+        self.report = report
+        self.scope: anyio.CancelScope | None = None
+        self.leadership: Leadership | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.scope is not None
+
+    async def start(self, tg: TaskGroup) -> None:
+        scope = anyio.CancelScope()
+        self.scope = scope
+
+        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with scope:
+                async with anyio.create_task_group() as inner:
+                    leadership: Leadership = await inner.start(
+                        lambda task_status: campaign(
+                            self.lock,
+                            timing=self.timing,
+                            rng=self.rng,
+                            task_status=task_status,
+                        )
+                    )
+                    self.leadership = leadership
+                    task_status.started()
+                    while True:
+                        async with leadership.leading() as term:
+                            start = anyio.current_time()
+                            try:
+                                await anyio.sleep(math.inf)
+                            finally:
+                                self.report.intervals.append(
+                                    WorkInterval(
+                                        identity=term.identity,
+                                        term=term.number,
+                                        fencing_token=term.fencing_token,
+                                        start=start,
+                                        end=anyio.current_time(),
+                                        deadline=term.deadline,
+                                        end_reason=term.end_reason,
+                                    )
+                                )
+
+        await tg.start(run)
+
+    def stop(self) -> None:
+        assert self.scope is not None
+        self.scope.cancel()
+        self.scope = None
+        self.leadership = None
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership is not None and self.leadership.is_leader_nowait()
+
+
+async def run_chaos(
+    *,
+    seed: int,
+    candidates: int = 5,
+    failovers: int = 200,
+    timing: Timing | None = None,
+    max_latency: float = 1.5,
+    max_rounds: int = 5000,
+    progress: Callable[[ChaosReport], None] | None = None,
+) -> ChaosReport:
+    """Run rounds of one fault each until ``failovers`` leader changes have happened.
+
+    Each round waits until some candidate leads, injects one fault (kill the leader without
+    release, stop it gracefully, partition it, make its requests fail or slow, lose replies of
+    writes, partition a follower) for a random time, heals it, and measures how long it takes until
+    a leader exists again. Designed for fake clocks (looptime, trio's MockClock).
+    """
+    timing = timing or Timing()
+    rng = random.Random(seed)
+    report = ChaosReport(seed=seed, candidates=candidates)
+    # Followers poll every RP·[1, 1 + jitter] and attempt exactly when the lease they observed
+    # expires: LD after they saw the last renewal, which is at most one poll after it was written.
+    report.bound = (
+        timing.lease_duration + (1 + timing.jitter) * timing.retry_period + 2 * max_latency
+    )
+    base = MemoryLock("c0", name="chaos")
+    pool = [
+        _Candidate(
+            FaultyLock(base if i == 0 else base.sibling(f"c{i}"), rng=random.Random(rng.random())),
+            timing,
+            random.Random(rng.random()),
+            report,
+        )
+        for i in range(candidates)
+    ]
+    t0 = anyio.current_time()
+
+    def leaders() -> list[_Candidate]:
+        return [c for c in pool if c.leading]
+
+    async def wait_for_leader(limit: float) -> float | None:
+        start = anyio.current_time()
+        with anyio.move_on_after(limit):
+            while not leaders():
+                await anyio.sleep(0.05)
+            return anyio.current_time() - start
+        return None
+
+    async def record_recovery(fault: str, healed_at: float) -> None:
+        # A leader must emerge within the bound, counted from the heal.
+        took = await wait_for_leader(report.bound + 60)
+        report.recoveries.append(math.inf if took is None else anyio.current_time() - healed_at)
+        report.recovery_faults.append(fault)
+
+    async with anyio.create_task_group() as tg:
+        for c in pool:
+            await c.start(tg)
+        while report.failovers < failovers and report.rounds < max_rounds:
+            report.rounds += 1
+            await wait_for_leader(math.inf)
+            current = leaders()[0]
+            fault = rng.choice(FAULTS)
+            report.faults[fault] = report.faults.get(fault, 0) + 1
+            duration = rng.uniform(1, 3 * timing.lease_duration)
+            if fault in ("crash", "stop"):
+                if fault == "crash":
+                    # The process vanishes: its requests stop reaching the API (so its release,
+                    # if it tries one, cannot land) and its task is cancelled.
+                    current.lock.hang = True
+                current.stop()  # "stop" is graceful: work cancelled and awaited, then released
+                healed_at = anyio.current_time()
+                await record_recovery(fault, healed_at)
+                await anyio.sleep(max(0.0, healed_at + duration - anyio.current_time()))
+                current.lock.heal()
+                await current.start(tg)
+            else:
+                target = current
+                if fault == "follower-partition":
+                    target = rng.choice([c for c in pool if c is not current])
+                lock = target.lock
+                if fault in ("partition", "follower-partition"):
+                    lock.hang = True
+                elif fault == "errors":
+                    lock.error_rate = rng.uniform(0.3, 1.0)
+                elif fault == "latency":
+                    lock.latency = rng.uniform(0, max_latency)
+                    lock.reply_latency = rng.uniform(0, max_latency)
+                elif fault == "lost-replies":
+                    lock.apply_then_fail_rate = rng.uniform(0.3, 0.9)
+                await anyio.sleep(duration)
+                lock.heal()
+                await record_recovery(fault, anyio.current_time())
+            # A little latency everywhere between faults, and a quiet spell.
+            for c in pool:
+                c.lock.latency = rng.uniform(0, max_latency / 10)
+            await anyio.sleep(rng.uniform(0, 2 * timing.retry_period))
+            if progress is not None:
+                progress(report)
+        for c in pool:
+            if c.up:
+                c.stop()
+    report.virtual_seconds = anyio.current_time() - t0
+    return report

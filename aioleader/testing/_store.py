@@ -1,0 +1,192 @@
+"""Objects, the global revision, watch history and watchers: the emulator's etcd.
+
+Everything here is synchronous: a write is one atomic step of the event loop, and watchers are
+fed in the same step, so no interleaving can reorder events. Stored objects are never mutated
+after they are stored; a write stores a new dict. That lets history, watchers and responses
+share them without copying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._resources import RESOURCES, ResourceType
+from ._selectors import Predicate
+from ._status import ApiError
+
+__all__ = ["Change", "Store", "Watcher"]
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed write, as the watch history keeps it."""
+
+    revision: int
+    type: str  # ADDED, MODIFIED or DELETED
+    object: Mapping[str, Any]
+    previous: Mapping[str, Any] | None
+
+
+@dataclass
+class _Collection:
+    """One resource type: its objects and the window of recent changes."""
+
+    objects: dict[Key, Mapping[str, Any]] = field(default_factory=dict)
+    history: deque[Change] = field(default_factory=deque)
+    # A watch may resume from any revision >= compacted: every later change is still kept.
+    compacted: int = 0
+
+
+class Watcher:
+    """A watch's queue of pending events.
+
+    The store appends to :attr:`pending` and sets :attr:`wakeup`; the HTTP side drains it. The
+    selector is applied per watcher: an object that starts or stops matching is reported as
+    ADDED or DELETED, as the apiserver's watch cache does.
+    """
+
+    def __init__(self, rt: ResourceType, predicate: Predicate, owner: object) -> None:
+        self.rt = rt
+        self.predicate = predicate
+        self.owner = owner
+        self.pending: deque[tuple[str, Mapping[str, Any]]] = deque()
+        self.wakeup = asyncio.Event()
+
+    def offer(self, change: Change) -> None:
+        now = self.predicate(change.object) if change.type != "DELETED" else False
+        before = change.previous is not None and self.predicate(change.previous)
+        if change.type == "DELETED":
+            if before:
+                self.pending.append(("DELETED", change.object))
+        elif now and before:
+            self.pending.append(("MODIFIED", change.object))
+        elif now:
+            self.pending.append(("ADDED", change.object))
+        elif before:
+            # Stopped matching: report the last state it matched in, at the new revision.
+            deleted = dict(change.previous or {})
+            deleted["metadata"] = {
+                **(deleted.get("metadata") or {}),
+                "resourceVersion": str(change.revision),
+            }
+            self.pending.append(("DELETED", deleted))
+        else:
+            return
+        self.wakeup.set()
+
+
+class Store:
+    """All objects of all served types, under one revision counter (an etcd revision)."""
+
+    def __init__(self, history_size: int) -> None:
+        if history_size < 1:
+            raise ValueError("history_size must be at least 1")
+        self.history_size = history_size
+        self.revision = 0
+        self._collections = {rt: _Collection() for rt in RESOURCES}
+        self._watchers: set[Watcher] = set()
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, rt: ResourceType, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._collections[rt].objects.get((namespace, name))
+
+    def list(self, rt: ResourceType, predicate: Predicate) -> list[Mapping[str, Any]]:
+        """Matching objects in key order (namespace, then name), as etcd returns them."""
+        objects = self._collections[rt].objects
+        return [objects[key] for key in sorted(objects) if predicate(objects[key])]
+
+    def count(self) -> int:
+        return sum(len(c.objects) for c in self._collections.values())
+
+    @property
+    def watchers(self) -> frozenset[Watcher]:
+        return frozenset(self._watchers)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def next_revision(self) -> int:
+        """The revision the next write will get."""
+        return self.revision + 1
+
+    def put(self, rt: ResourceType, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Store ``obj`` (its metadata already final but for the resourceVersion) and notify."""
+        self.revision += 1
+        meta = dict(obj.get("metadata") or {})
+        meta["resourceVersion"] = str(self.revision)
+        stored = {**obj, "metadata": meta}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        collection = self._collections[rt]
+        previous = collection.objects.get(key)
+        collection.objects[key] = stored
+        self._record(rt, Change(self.revision, "MODIFIED" if previous else "ADDED", stored, previous))
+        return stored
+
+    def delete(self, rt: ResourceType, namespace: str, name: str) -> Mapping[str, Any]:
+        """Remove an object; returns its last state stamped with the deletion's revision."""
+        collection = self._collections[rt]
+        previous = collection.objects.pop((namespace, name))
+        self.revision += 1
+        gone = {**previous, "metadata": {**previous["metadata"], "resourceVersion": str(self.revision)}}
+        self._record(rt, Change(self.revision, "DELETED", gone, previous))
+        return gone
+
+    def _record(self, rt: ResourceType, change: Change) -> None:
+        collection = self._collections[rt]
+        collection.history.append(change)
+        while len(collection.history) > self.history_size:
+            collection.compacted = collection.history.popleft().revision
+        for watcher in self._watchers:
+            if watcher.rt is rt:
+                watcher.offer(change)
+
+    def compact(self) -> None:
+        """Forget all history: only watches from the current revision on can resume."""
+        for collection in self._collections.values():
+            collection.history.clear()
+            collection.compacted = self.revision
+
+    # -- watches ----------------------------------------------------------------------------
+
+    def watch(
+        self, rt: ResourceType, predicate: Predicate, since: int | None, owner: object
+    ) -> Watcher:
+        """Register a watcher, primed with what it must see first.
+
+        ``since`` None (or 0): a synthetic ADDED for every matching object. Otherwise every kept
+        change after ``since``; 410 Expired if the window no longer reaches back that far. The
+        caller must :meth:`unwatch` it.
+        """
+        collection = self._collections[rt]
+        watcher = Watcher(rt, predicate, owner)
+        if not since:
+            for obj in self.list(rt, predicate):
+                watcher.pending.append(("ADDED", obj))
+        elif since < collection.compacted:
+            raise ApiError.expired(f"too old resource version: {since} ({collection.compacted})")
+        elif since > self.revision:
+            raise ApiError.too_large_resource_version(since, self.revision)
+        else:
+            for change in collection.history:
+                if change.revision > since:
+                    watcher.offer(change)
+        self._watchers.add(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+
+    def iter_objects(self, rt: ResourceType) -> Iterator[Mapping[str, Any]]:
+        return iter(list(self._collections[rt].objects.values()))
+
+
+def snapshot(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A deep, mutable copy for callers outside the store."""
+    return None if obj is None else copy.deepcopy(dict(obj))

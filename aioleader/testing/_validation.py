@@ -1,0 +1,249 @@
+"""Field validation with kube-apiserver's wording (apimachinery ``util/validation/field``).
+
+Only what the emulated resources need: object names and namespaces, and the Lease spec rules of
+``pkg/apis/coordination/validation``. Messages are rendered exactly as Go renders them, because
+clients (and our fidelity tests) compare them as text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "FieldError",
+    "GoRepr",
+    "validate_lease_spec",
+    "validate_object_meta",
+]
+
+
+@dataclass(frozen=True)
+class GoRepr:
+    """A bad value that Go prints verbatim (``0x0`` for a ``uint64`` under ``%#v``)."""
+
+    text: str
+
+
+# Go's field.ErrorType: (text shown in messages, StatusCause reason).
+_TYPES = {
+    "invalid": ("Invalid value", "FieldValueInvalid"),
+    "required": ("Required value", "FieldValueRequired"),
+    "forbidden": ("Forbidden", "FieldValueForbidden"),
+    "not_supported": ("Unsupported value", "FieldValueNotSupported"),
+}
+
+
+def go_quote(text: str) -> str:
+    """``fmt.Sprintf("%q", text)`` for the printable strings that reach validation messages."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One ``field.Error``: what is wrong (``type``), where (``field``), with which value."""
+
+    type: str
+    field: str
+    value: object = None
+    detail: str = ""
+
+    def body(self) -> str:
+        """``field.Error.ErrorBody()``: the message without the field path."""
+        text = _TYPES[self.type][0]
+        if self.type in ("invalid", "not_supported"):
+            value = self.value
+            if isinstance(value, GoRepr):
+                shown = value.text
+            elif isinstance(value, str):
+                shown = go_quote(value)
+            elif isinstance(value, bool):
+                shown = "true" if value else "false"
+            elif value is None:
+                shown = "null"
+            else:
+                shown = str(value)
+            text = f"{text}: {shown}"
+        if self.detail:
+            text = f"{text}: {self.detail}"
+        return text
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.body()}"
+
+    def cause(self) -> dict[str, str]:
+        """The ``StatusCause`` kube-apiserver puts in ``details.causes``."""
+        return {"reason": _TYPES[self.type][1], "message": self.body(), "field": self.field}
+
+
+def aggregate(errors: list[FieldError]) -> str:
+    """``ErrorList.ToAggregate().Error()``: one message, or ``[a, b]`` for several."""
+    messages: list[str] = []
+    for error in errors:
+        if str(error) not in messages:
+            messages.append(str(error))
+    return messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
+
+
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_SUBDOMAIN_MESSAGE = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+    "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_LABEL_MESSAGE = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+    "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "
+    "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+
+
+def _dns1123_subdomain(value: str) -> list[str]:
+    problems = []
+    if len(value) > 253:
+        problems.append("must be no more than 253 characters")
+    if not _DNS1123_SUBDOMAIN.fullmatch(value):
+        problems.append(_SUBDOMAIN_MESSAGE)
+    return problems
+
+
+def _dns1123_label(value: str) -> list[str]:
+    problems = []
+    if len(value) > 63:
+        problems.append("must be no more than 63 characters")
+    if not _DNS1123_LABEL.fullmatch(value):
+        problems.append(_LABEL_MESSAGE)
+    return problems
+
+
+def validate_object_meta(meta: Mapping[str, Any]) -> list[FieldError]:
+    """``ValidateObjectMeta`` with ``NameIsDNSSubdomain`` for a namespaced object."""
+    errors: list[FieldError] = []
+    generate_name = meta.get("generateName") or ""
+    name = meta.get("name") or ""
+    namespace = meta.get("namespace") or ""
+    if generate_name:
+        # A prefix may end in '-': Go masks it before validating (maskTrailingDash, which
+        # really does drop two characters).
+        masked = generate_name
+        if len(masked) > 1 and masked.endswith("-"):
+            masked = masked[:-2] + "a"
+        errors += [
+            FieldError("invalid", "metadata.generateName", generate_name, problem)
+            for problem in _dns1123_subdomain(masked)
+        ]
+    if not name:
+        errors.append(FieldError("required", "metadata.name", detail="name or generateName is required"))
+    else:
+        errors += [
+            FieldError("invalid", "metadata.name", name, problem)
+            for problem in _dns1123_subdomain(name)
+        ]
+    if not namespace:
+        errors.append(FieldError("required", "metadata.namespace"))
+    else:
+        errors += [
+            FieldError("invalid", "metadata.namespace", namespace, problem)
+            for problem in _dns1123_label(namespace)
+        ]
+    return errors
+
+
+# Coordinated leader election strategies known to kube-apiserver (coordination/v1).
+LEASE_STRATEGIES = ("OldestEmulationVersion",)
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+
+
+_QUALIFIED_NAME_RULE = (
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+    "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+    "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+)
+
+
+def _qualified_name(value: str) -> list[str]:
+    """``IsQualifiedName``: an optional DNS subdomain prefix, '/', and a name part."""
+    parts = value.split("/")
+    if len(parts) > 2:
+        return [
+            f"a qualified name {_QUALIFIED_NAME_RULE} with an optional DNS subdomain prefix "
+            "and '/' (e.g. 'example.com/MyName')"
+        ]
+    problems = []
+    name = parts[-1]
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            problems.append("prefix part must be non-empty")
+        else:
+            problems += [f"prefix part {p}" for p in _dns1123_subdomain(prefix)]
+    if not name:
+        problems.append("name part must be non-empty")
+    elif len(name) > 63:
+        problems.append("name part must be no more than 63 characters")
+    if not _QUALIFIED_NAME.fullmatch(name):
+        problems.append(f"name part {_QUALIFIED_NAME_RULE}")
+    return problems
+
+
+def _validate_strategy(strategy: str) -> list[FieldError]:
+    # kube-apiserver passes spec.strategy and appends "strategy" again: the doubled path is real.
+    path = "spec.strategy.strategy"
+    if "/" in strategy:
+        return [FieldError("invalid", path, strategy, p) for p in _qualified_name(strategy)]
+    if strategy in LEASE_STRATEGIES:
+        return []
+    supported = ", ".join(go_quote(s) for s in LEASE_STRATEGIES)
+    return [FieldError("not_supported", path, strategy, f"supported values: {supported}")]
+
+
+def validate_lease_spec(spec: Mapping[str, Any]) -> list[FieldError]:
+    """``ValidateLeaseSpec``, with the CoordinatedLeaderElection feature gate enabled.
+
+    Every field is optional; durations must be positive, transitions non-negative, and a
+    ``preferredHolder`` needs a ``strategy``.
+    """
+    errors: list[FieldError] = []
+    duration = spec.get("leaseDurationSeconds")
+    if duration is not None and duration <= 0:
+        errors.append(
+            FieldError("invalid", "spec.leaseDurationSeconds", duration, "must be greater than 0")
+        )
+    transitions = spec.get("leaseTransitions")
+    if transitions is not None and transitions < 0:
+        errors.append(
+            FieldError(
+                "invalid",
+                "spec.leaseTransitions",
+                transitions,
+                "must be greater than or equal to 0",
+            )
+        )
+    strategy = spec.get("strategy")
+    if strategy is not None:
+        errors += _validate_strategy(strategy)
+    if spec.get("preferredHolder") and not strategy:
+        errors.append(
+            FieldError(
+                "forbidden",
+                "spec.preferredHolder",
+                detail="may only be specified if `strategy` is defined",
+            )
+        )
+    return errors

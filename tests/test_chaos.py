@@ -1,0 +1,29 @@
+"""Seeded chaos on a fake clock: at least 200 failovers, zero overlapping terms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import looptime
+import pytest
+
+from aioleader.testing._chaos import run_chaos
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return ("asyncio", {"loop_factory": lambda: looptime.new_event_loop(start=0, _enabled=True)})
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_chaos_never_two_leaders_and_a_leader_after_every_heal(seed: int) -> None:
+    report = await run_chaos(seed=seed, candidates=5, failovers=200)
+    print(report.summary())
+    assert report.failovers >= 200
+    assert report.overlaps == []
+    assert report.late_work == []
+    assert report.fencing_monotonic
+    assert report.max_recovery <= report.bound
+    assert len(report.faults) >= 5  # every kind of fault was exercised

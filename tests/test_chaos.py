@@ -18,12 +18,26 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-async def test_chaos_never_two_leaders_and_a_leader_after_every_heal(seed: int) -> None:
+async def test_chaos_never_two_leaders_and_a_leader_after_every_heal(
+    seed: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     report = await run_chaos(seed=seed, candidates=5, failovers=200)
-    print(report.summary())
+    with capsys.disabled():
+        print(f"\n{report.summary()}")
     assert report.failovers >= 200
     assert report.overlaps == []
     assert report.late_work == []
     assert report.fencing_monotonic
     assert report.max_recovery <= report.bound
     assert len(report.faults) >= 5  # every kind of fault was exercised
+
+
+@pytest.mark.slow
+async def test_chaos_thousand_failovers(capsys: pytest.CaptureFixture[str]) -> None:
+    report = await run_chaos(seed=1000, candidates=7, failovers=1000)
+    with capsys.disabled():
+        print(f"\n{report.summary()}")
+    assert report.failovers >= 1000
+    assert report.overlaps == []
+    assert report.late_work == []
+    assert report.max_recovery <= report.bound

@@ -8,21 +8,25 @@ within ``LD + (1 + jitter)·RP + latency``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .._elector import campaign
 from .._leadership import Leadership
+from .._lock import Lock
 from .._timing import Timing
 from ..locks._memory import MemoryLock
 from ._faulty import FaultyLock
 
-__all__ = ["ChaosReport", "WorkInterval", "run_chaos"]
+__all__ = ["ChaosReport", "TermLog", "WorkInterval", "lead_forever", "run_chaos"]
 
 FAULTS = ("crash", "stop", "partition", "errors", "latency", "lost-replies", "follower-partition")
 
@@ -41,16 +45,10 @@ class WorkInterval:
 
 
 @dataclass
-class ChaosReport:
-    seed: int
-    candidates: int
-    rounds: int = 0
-    faults: dict[str, int] = field(default_factory=dict)
+class TermLog:
+    """Every interval of leader work by every candidate, on one monotonic clock."""
+
     intervals: list[WorkInterval] = field(default_factory=list)
-    recoveries: list[float] = field(default_factory=list)  # heal -> next leader, seconds
-    recovery_faults: list[str] = field(default_factory=list)
-    virtual_seconds: float = 0.0
-    bound: float = 0.0
 
     @property
     def failovers(self) -> int:
@@ -59,6 +57,7 @@ class ChaosReport:
 
     @property
     def overlaps(self) -> list[tuple[WorkInterval, WorkInterval]]:
+        """Pairs of intervals during which two candidates worked as leader at once."""
         ordered = sorted(self.intervals, key=lambda i: i.start)
         found = []
         for i, first in enumerate(ordered):
@@ -75,13 +74,55 @@ class ChaosReport:
         return [i for i in self.intervals if i.end > i.deadline + 1e-6]
 
     @property
-    def max_recovery(self) -> float:
-        return max(self.recoveries, default=0.0)
-
-    @property
     def fencing_monotonic(self) -> bool:
         tokens = [i.fencing_token for i in sorted(self.intervals, key=lambda i: i.start)]
-        return all(a < b for a, b in zip(tokens, tokens[1:], strict=False))
+        return all(a < b for a, b in itertools.pairwise(tokens))
+
+
+async def lead_forever(
+    lock: Lock,
+    log: TermLog,
+    *,
+    task_status: anyio.abc.TaskStatus[Leadership] = anyio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Campaign on ``lock`` and, in every term, "work" until cancelled, recording the interval."""
+    async with anyio.create_task_group() as tg:
+        leadership: Leadership = await tg.start(partial(campaign, lock, **options))
+        task_status.started(leadership)
+        while True:
+            async with leadership.leading() as term:
+                start = anyio.current_time()
+                try:
+                    await anyio.sleep(math.inf)
+                finally:
+                    log.intervals.append(
+                        WorkInterval(
+                            identity=term.identity,
+                            term=term.number,
+                            fencing_token=term.fencing_token,
+                            start=start,
+                            end=anyio.current_time(),
+                            deadline=term.deadline,
+                            end_reason=term.end_reason,
+                        )
+                    )
+
+
+@dataclass
+class ChaosReport(TermLog):
+    seed: int = 0
+    candidates: int = 0
+    rounds: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    recoveries: list[float] = field(default_factory=list)  # heal -> next leader, seconds
+    recovery_faults: list[str] = field(default_factory=list)
+    virtual_seconds: float = 0.0
+    bound: float = 0.0
+
+    @property
+    def max_recovery(self) -> float:
+        return max(self.recoveries, default=0.0)
 
     def summary(self) -> str:
         return (
@@ -110,38 +151,17 @@ class _Candidate:
         scope = anyio.CancelScope()
         self.scope = scope
 
-        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async def run(*, task_status: anyio.abc.TaskStatus[Leadership]) -> None:
             with scope:
-                async with anyio.create_task_group() as inner:
-                    leadership: Leadership = await inner.start(
-                        lambda task_status: campaign(
-                            self.lock,
-                            timing=self.timing,
-                            rng=self.rng,
-                            task_status=task_status,
-                        )
-                    )
-                    self.leadership = leadership
-                    task_status.started()
-                    while True:
-                        async with leadership.leading() as term:
-                            start = anyio.current_time()
-                            try:
-                                await anyio.sleep(math.inf)
-                            finally:
-                                self.report.intervals.append(
-                                    WorkInterval(
-                                        identity=term.identity,
-                                        term=term.number,
-                                        fencing_token=term.fencing_token,
-                                        start=start,
-                                        end=anyio.current_time(),
-                                        deadline=term.deadline,
-                                        end_reason=term.end_reason,
-                                    )
-                                )
+                await lead_forever(
+                    self.lock,
+                    self.report,
+                    timing=self.timing,
+                    rng=self.rng,
+                    task_status=task_status,
+                )
 
-        await tg.start(run)
+        self.leadership = await tg.start(run)
 
     def stop(self) -> None:
         assert self.scope is not None
@@ -197,7 +217,7 @@ async def run_chaos(
     async def wait_for_leader(limit: float) -> float | None:
         start = anyio.current_time()
         with anyio.move_on_after(limit):
-            while not leaders():
+            while not leaders():  # noqa: ASYNC110 - sampling the candidates is the point
                 await anyio.sleep(0.05)
             return anyio.current_time() - start
         return None

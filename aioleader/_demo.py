@@ -136,4 +136,3 @@ async def run_demo(
         file=out,
     )
     return results
-

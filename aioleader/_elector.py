@@ -442,7 +442,10 @@ class _Elector:
             return
         term._end(reason)
         self.leadership._after_end()
-        logger.warning(
+        # A lost or expired term is worth a warning; a shutdown is routine.
+        level = logging.INFO if reason == "stopped" else logging.WARNING
+        logger.log(
+            level,
             "%s: %s stopped leading (term %d: %s)",
             self.lock.describe(),
             self.identity,

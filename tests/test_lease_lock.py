@@ -3,11 +3,19 @@ client against the project's emulator."""
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import socket
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+import pytest_asyncio
+from kubernetes_asyncio.client import ApiClient, CoordinationV1Api
 
 from aioleader._exceptions import (
     AioleaderError,
@@ -16,10 +24,13 @@ from aioleader._exceptions import (
     LockConflict,
     LockError,
 )
-from aioleader.kubernetes import LeaseLock
-from aioleader.kubernetes._client import ObjectRef, Reply, error_for
+from aioleader._lock import Observed
+from aioleader._record import LeaderElectionRecord
+from aioleader.kubernetes import LeaseLock, _client
+from aioleader.kubernetes._client import ObjectRef, Reply, decode_object, error_for
+from aioleader.testing import KubeEmulator
 
-os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+# NO_PROXY for the emulator is set by conftest.py.
 
 REF = ObjectRef("coordination.k8s.io", "leases", "default", "my-lock")
 WHAT = 'leases.coordination.k8s.io "my-lock" in namespace "default"'
@@ -107,8 +118,6 @@ def test_invalid_labels_and_annotations_are_rejected(
 
 
 def _status(code: int, reason: str, message: str, **details: Any) -> bytes:
-    import json
-
     return json.dumps(
         {
             "kind": "Status",
@@ -173,3 +182,529 @@ def test_non_status_error_bodies_are_quoted_briefly() -> None:
     assert "<html> <head><title>502 Bad Gateway</title></head>" in str(error)
     assert "text/html" in str(error)
     assert len(str(error)) < 400
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "complaint"),
+    [
+        (b"<html><body>Welcome to nginx</body></html>", "text/html", "is not JSON (text/html"),
+        (b"", "", "is not JSON (no content type"),
+        (b'{"kind": "Lease", "metadata": {"name": "my-l', "application/json", "is not JSON"),
+        (b"[1, 2]", "application/json", "is not a JSON object"),
+        (b'{"kind": "ConfigMap", "metadata": {}}', "application/json", "is a 'ConfigMap'"),
+        (b'{"kind": "Lease", "metadata": null}', "application/json", "has no metadata"),
+        (b'{"kind": "Lease", "metadata": {}}', "application/json", "has no metadata.resource"),
+        (
+            b'{"kind": "Lease", "metadata": {"name": "other", "resourceVersion": "7"}}',
+            "application/json",
+            "is about 'other'",
+        ),
+    ],
+)
+def test_a_2xx_reply_that_is_not_a_lease_is_a_lock_error(
+    body: bytes, content_type: str, complaint: str
+) -> None:
+    reply = Reply(status=200, reason="OK", content_type=content_type, body=body)
+    with pytest.raises(LockError, match=f"^cannot get {WHAT}: the reply \\(200 OK\\) ") as info:
+        decode_object("get", REF, reply, "Lease")
+    assert complaint in str(info.value)
+
+
+# -- against the emulator, through kubernetes_asyncio ------------------------------------------
+
+T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+
+
+def _record(holder: str = "pod-a", *, renewed: float = 0.0, **changes: Any) -> LeaderElectionRecord:
+    fields: dict[str, Any] = {
+        "holder_identity": holder,
+        "lease_duration_seconds": 15,
+        "acquire_time": T0,
+        "renew_time": T0 + timedelta(seconds=renewed),
+        "leader_transitions": 0,
+        **changes,
+    }
+    return LeaderElectionRecord(**fields)
+
+
+def _canonical(spec: object) -> bytes:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest_asyncio.fixture
+async def emu() -> AsyncIterator[KubeEmulator]:
+    emulator = KubeEmulator()
+    await emulator.start()
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+@pytest_asyncio.fixture
+async def lock(emu: KubeEmulator) -> AsyncIterator[LeaseLock]:
+    async with LeaseLock(
+        "my-lock", identity="pod-a", api_client=await emu.api_client("pod-a")
+    ) as lock:
+        yield lock
+
+
+async def _lock_for(emu: KubeEmulator, client: str, **kwargs: Any) -> LeaseLock:
+    return LeaseLock("my-lock", identity=client, api_client=await emu.api_client(client), **kwargs)
+
+
+def _stored(emu: KubeEmulator) -> dict[str, Any]:
+    obj = emu.get_object("leases", "default", "my-lock")
+    assert obj is not None
+    return obj
+
+
+@pytest.mark.asyncio
+async def test_get_of_a_missing_lease_is_none(emu: KubeEmulator, lock: LeaseLock) -> None:
+    assert await lock.get() is None
+    assert emu.counters("pod-a") == {"get": 1}
+
+
+@pytest.mark.asyncio
+async def test_create_then_get_round_trip_with_exact_micro_times(
+    emu: KubeEmulator, lock: LeaseLock
+) -> None:
+    # A non-UTC aware time is written in UTC.
+    record = _record(renewed=0.876544, leader_transitions=3).with_changes(
+        acquire_time=T0.astimezone(timezone(timedelta(hours=2)))
+    )
+    created = await lock.create(record)
+
+    stored = _stored(emu)
+    assert stored["spec"] == {
+        "holderIdentity": "pod-a",
+        "leaseDurationSeconds": 15,
+        "acquireTime": "2024-05-06T07:08:09.123456Z",
+        "renewTime": "2024-05-06T07:08:10.000000Z",
+        "leaseTransitions": 3,
+    }
+    assert created == Observed(
+        record=record.with_changes(acquire_time=T0),
+        raw=_canonical(stored["spec"]),
+        version=stored["metadata"]["resourceVersion"],
+    )
+    assert await lock.get() == created
+
+
+@pytest.mark.asyncio
+async def test_update_is_one_put_and_no_get(emu: KubeEmulator, lock: LeaseLock) -> None:
+    first = await lock.create(_record())
+    emu.reset_log()
+
+    second = await lock.update(_record(renewed=2))
+    third = await lock.update(_record(renewed=4))  # against the version the last update returned
+
+    assert [(r.verb, r.status) for r in emu.requests] == [("update", 200), ("update", 200)]
+    assert int(first.version) < int(second.version) < int(third.version)
+    assert third.record == _record(renewed=4)
+    assert _stored(emu)["spec"]["renewTime"] == "2024-05-06T07:08:13.123456Z"
+
+
+@pytest.mark.asyncio
+async def test_update_keeps_what_it_does_not_model(emu: KubeEmulator, lock: LeaseLock) -> None:
+    emu.put_raw(
+        "leases",
+        "default",
+        "my-lock",
+        {
+            "metadata": {
+                "labels": {"app": "web"},
+                "annotations": {"example.com/owner": "team-a"},
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "u-1"}
+                ],
+            },
+            "spec": {"holderIdentity": "pod-b", "leaseDurationSeconds": 15, "futureField": "x"},
+        },
+    )
+    observed = await lock.get()
+    assert observed is not None
+    sent: list[dict[str, Any]] = []
+    original = CoordinationV1Api.replace_namespaced_lease
+
+    def spy(api: Any, name: str, namespace: str, body: dict[str, Any], **kwargs: Any) -> Any:
+        sent.append(copy.deepcopy(body))
+        return original(api, name, namespace, body, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(CoordinationV1Api, "replace_namespaced_lease", spy)
+        await lock.update(_record())  # a fresh record: no ``extra`` of its own
+
+    # The unknown spec field is sent back (kube-apiserver, like the emulator, drops fields it
+    # does not know; a newer one would keep it) ...
+    assert sent[0]["spec"]["futureField"] == "x"
+    assert sent[0]["spec"]["holderIdentity"] == "pod-a"
+    # ... and the metadata survives the round trip.
+    stored = _stored(emu)["metadata"]
+    assert stored["labels"] == {"app": "web"}
+    assert stored["annotations"] == {"example.com/owner": "team-a"}
+    assert stored["ownerReferences"][0]["name"] == "owner"
+
+
+@pytest.mark.asyncio
+async def test_stale_version_is_a_conflict(emu: KubeEmulator) -> None:
+    a, b = await _lock_for(emu, "pod-a"), await _lock_for(emu, "pod-b")
+    await a.create(_record("pod-a"))
+    assert await b.get() is not None
+    await a.update(_record("pod-a", renewed=2))
+
+    with pytest.raises(LockConflict, match="the object has been modified"):
+        await b.update(_record("pod-b"))
+    assert _stored(emu)["spec"]["holderIdentity"] == "pod-a"
+
+    # The slow path: read again, then the write goes through.
+    await b.get()
+    assert (await b.update(_record("pod-b"))).record.holder_identity == "pod-b"
+
+
+@pytest.mark.asyncio
+async def test_update_of_a_deleted_lease_is_a_conflict(emu: KubeEmulator, lock: LeaseLock) -> None:
+    await lock.create(_record())
+    emu.delete_object("leases", "default", "my-lock")
+    with pytest.raises(LockConflict):
+        await lock.update(_record(renewed=2))
+    # Not resurrected by the PUT: a Lease may be created by PUT, but not with our version.
+    assert emu.get_object("leases", "default", "my-lock") is None
+
+
+@pytest.mark.asyncio
+async def test_update_before_get_or_create_sends_nothing(
+    emu: KubeEmulator, lock: LeaseLock
+) -> None:
+    with pytest.raises(LockError, match=r"call get\(\) or create\(\) first"):
+        await lock.update(_record())
+    assert emu.requests == []
+
+
+@pytest.mark.asyncio
+async def test_get_of_a_missing_lease_forgets_the_cache(emu: KubeEmulator, lock: LeaseLock) -> None:
+    await lock.create(_record())
+    emu.delete_object("leases", "default", "my-lock")
+    assert await lock.get() is None
+    with pytest.raises(LockError, match="first"):
+        await lock.update(_record())
+
+
+@pytest.mark.asyncio
+async def test_create_of_an_existing_lease_is_a_conflict(emu: KubeEmulator) -> None:
+    a, b = await _lock_for(emu, "pod-a"), await _lock_for(emu, "pod-b")
+    await a.create(_record("pod-a"))
+    with pytest.raises(LockConflict, match=f"^cannot create {WHAT}: 409 AlreadyExists: ") as info:
+        await b.create(_record("pod-b"))
+    assert 'leases.coordination.k8s.io "my-lock" already exists' in str(info.value)
+    assert _stored(emu)["spec"]["holderIdentity"] == "pod-a"
+
+
+@pytest.mark.asyncio
+async def test_forbidden_is_fatal_and_names_verb_and_resource(
+    emu: KubeEmulator, lock: LeaseLock
+) -> None:
+    await lock.create(_record())
+    emu.faults("pod-a").fail_next(403)
+    with pytest.raises(ForbiddenError) as info:
+        await lock.update(_record(renewed=2))
+    assert isinstance(info.value, ElectionError)
+    assert (info.value.verb, info.value.resource) == ("update", WHAT)
+    assert str(info.value).startswith(f"forbidden: cannot update {WHAT}: ")
+
+
+@pytest.mark.asyncio
+async def test_unauthorized_is_fatal(emu: KubeEmulator, lock: LeaseLock) -> None:
+    emu.faults("pod-a").fail_next(401)
+    with pytest.raises(ElectionError, match=f"^cannot get {WHAT}: 401 .*credentials"):
+        await lock.get()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("status", "fault", "expected"),
+    [
+        (500, {}, r": 500 InternalError"),
+        (503, {}, r": 503 ServiceUnavailable"),
+        (429, {"retry_after": 3}, r": 429 TooManyRequests: .*\(Retry-After: 3\)"),
+        (408, {}, r": 408 "),
+        (
+            502,
+            {"body": "<html><h1>502 Bad Gateway</h1></html>", "content_type": "text/html"},
+            r": 502 Bad Gateway \(not a Kubernetes Status, text/html: '<html><h1>502 Bad",
+        ),
+        (422, {}, r": 422 Invalid"),
+    ],
+)
+async def test_transient_failures_are_lock_errors(
+    emu: KubeEmulator, lock: LeaseLock, status: int, fault: dict[str, Any], expected: str
+) -> None:
+    emu.faults("pod-a").fail_next(status, **fault)
+    with pytest.raises(LockError, match=f"^cannot get {WHAT}{expected}") as info:
+        await lock.get()
+    assert type(info.value) is LockError
+    assert await lock.get() is None  # and nothing is broken
+
+
+@pytest.mark.asyncio
+async def test_a_real_validation_error_is_a_lock_error(emu: KubeEmulator, lock: LeaseLock) -> None:
+    with pytest.raises(LockError, match=r"422 Invalid: .*spec.leaseDurationSeconds") as info:
+        await lock.create(_record(lease_duration_seconds=-1))
+    assert type(info.value) is LockError
+
+
+@pytest.mark.asyncio
+async def test_a_path_that_is_not_served_is_fatal(emu: KubeEmulator, lock: LeaseLock) -> None:
+    # Go's http.NotFound: what kube-apiserver answers for an API group it does not serve.
+    emu.faults("pod-a").fail_next(404, body="404 page not found\n")
+    with pytest.raises(ElectionError, match="does not serve leases.coordination.k8s.io"):
+        await lock.get()
+
+
+@pytest.mark.asyncio
+async def test_a_hung_request_ends_at_its_timeout(emu: KubeEmulator, lock: LeaseLock) -> None:
+    emu.faults("pod-a").hang = True
+    start = anyio.current_time()
+    with pytest.raises(LockError, match=r"no response within 0.3 s"):
+        await lock.get(timeout=0.3)
+    assert 0.3 <= anyio.current_time() - start < 0.6
+    emu.faults("pod-a").heal()
+    assert await lock.get(timeout=1) is None
+
+
+@pytest.mark.asyncio
+async def test_no_timeout_means_the_default_bound_not_forever(
+    emu: KubeEmulator, lock: LeaseLock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_client, "DEFAULT_TIMEOUT", 0.2)
+    emu.faults("pod-a").partition("blackhole")
+    start = anyio.current_time()
+    with pytest.raises(LockError, match=r"no response within 0.2 s"):
+        await lock.get()
+    assert anyio.current_time() - start < 0.5
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan")])
+async def test_no_time_left_sends_nothing(
+    emu: KubeEmulator, lock: LeaseLock, timeout: float
+) -> None:
+    with pytest.raises(LockError, match="no time left"):
+        await lock.get(timeout=timeout)
+    assert emu.requests == []
+
+
+@pytest.mark.asyncio
+async def test_refused_connection_is_a_lock_error(emu: KubeEmulator, lock: LeaseLock) -> None:
+    emu.faults("pod-a").partition("refuse")
+    with pytest.raises(LockError, match=f"^cannot get {WHAT}: ClientConnectorError"):
+        await lock.get(timeout=2)
+
+
+@pytest.mark.asyncio
+async def test_dropped_request_is_a_lock_error_and_not_applied(
+    emu: KubeEmulator, lock: LeaseLock
+) -> None:
+    emu.faults("pod-a").drop_next()
+    with pytest.raises(LockError, match=f"^cannot create {WHAT}: "):
+        await lock.create(_record(), timeout=2)
+    assert emu.get_object("leases", "default", "my-lock") is None
+
+
+@pytest.mark.asyncio
+async def test_write_applied_but_reply_lost(emu: KubeEmulator, lock: LeaseLock) -> None:
+    before = await lock.create(_record())
+    emu.faults("pod-a").apply_then_drop()
+    with pytest.raises(LockError, match=f"^cannot update {WHAT}: "):
+        await lock.update(_record(renewed=2), timeout=2)
+
+    # The ambiguous outcome: our write happened. A fresh read says so; the cached version is stale.
+    after = await lock.get()
+    assert after is not None
+    assert after.record == _record(renewed=2)
+    assert after.version != before.version
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (None, LeaderElectionRecord()),
+        ("not an object", LeaderElectionRecord()),
+        ([1, 2], LeaderElectionRecord()),
+        ({}, LeaderElectionRecord()),
+        ({"holderIdentity": "pod-b"}, LeaderElectionRecord("pod-b")),
+        (
+            {"holderIdentity": None, "leaseDurationSeconds": 0, "leaseTransitions": -1},
+            LeaderElectionRecord(),
+        ),
+        (
+            {"holderIdentity": "pod-b", "leaseDurationSeconds": -5, "renewTime": "yesterday"},
+            LeaderElectionRecord("pod-b"),
+        ),
+        (
+            {"holderIdentity": 7, "leaseDurationSeconds": "15", "acquireTime": 12},
+            LeaderElectionRecord(),
+        ),
+        (
+            {"holderIdentity": "pod-b", "leaseDurationSeconds": True, "renewTime": []},
+            LeaderElectionRecord("pod-b"),
+        ),
+        (
+            # Valid RFC 3339 that is not a MicroTime: read leniently.
+            {
+                "holderIdentity": "pod-b",
+                "leaseDurationSeconds": 10,
+                "renewTime": "2024-05-06T09:08:09+02:00",
+            },
+            LeaderElectionRecord("pod-b", 10, renew_time=T0.replace(microsecond=0)),
+        ),
+    ],
+)
+async def test_malformed_leases_decode(
+    emu: KubeEmulator, lock: LeaseLock, spec: object, expected: LeaderElectionRecord
+) -> None:
+    stored = emu.put_raw("leases", "default", "my-lock", {"metadata": {}, "spec": spec})
+    observed = await lock.get()
+    assert observed is not None
+    assert observed.record == expected
+    assert observed.raw == _canonical(spec)
+    assert observed.version == stored["metadata"]["resourceVersion"]
+    # And we can take it over with a well-formed record.
+    await lock.update(_record())
+    assert _stored(emu)["spec"]["holderIdentity"] == "pod-a"
+
+
+@pytest.mark.asyncio
+async def test_a_lease_without_spec_decodes(emu: KubeEmulator, lock: LeaseLock) -> None:
+    emu.put_raw("leases", "default", "my-lock", {"metadata": {}})
+    observed = await lock.get()
+    assert observed is not None
+    assert (observed.record, observed.raw) == (LeaderElectionRecord(), b"null")
+
+
+@pytest.mark.asyncio
+async def test_raw_changes_with_fields_we_do_not_model(emu: KubeEmulator, lock: LeaseLock) -> None:
+    spec = {"holderIdentity": "pod-b", "leaseDurationSeconds": 15}
+    emu.put_raw("leases", "default", "my-lock", {"metadata": {}, "spec": {**spec, "x": 1}})
+    first = await lock.get()
+    emu.put_raw("leases", "default", "my-lock", {"metadata": {}, "spec": {**spec, "x": 2}})
+    second = await lock.get()
+    assert first is not None and second is not None
+    assert first.record == second.record
+    assert first.raw != second.raw
+
+
+@pytest.mark.asyncio
+async def test_labels_and_annotations_are_set_on_create(emu: KubeEmulator) -> None:
+    lock = await _lock_for(
+        emu,
+        "pod-a",
+        labels={"app.kubernetes.io/name": "web", "tier": ""},
+        annotations={"example.com/note": "any text, even with spaces"},
+    )
+    await lock.create(_record())
+    await lock.update(_record(renewed=2))
+    metadata = _stored(emu)["metadata"]
+    assert metadata["labels"] == {"app.kubernetes.io/name": "web", "tier": ""}
+    assert metadata["annotations"] == {"example.com/note": "any text, even with spaces"}
+
+
+# -- client ownership ---------------------------------------------------------------------------
+
+
+def _write_kubeconfig(path: Path, server: str) -> None:
+    path.write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emu", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": "t0ken"}}],
+                "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "tester"}}],
+                "current-context": "emu",
+            }
+        )
+    )
+
+
+@pytest.fixture
+def made_clients(monkeypatch: pytest.MonkeyPatch) -> list[ApiClient]:
+    """Every ApiClient the lock builds for itself."""
+    made: list[ApiClient] = []
+
+    class Recording(ApiClient):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(_client, "ApiClient", Recording)
+    return made
+
+
+@pytest.mark.asyncio
+async def test_owned_client_from_kubeconfig_is_closed_by_aclose(
+    emu: KubeEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    made_clients: list[ApiClient],
+) -> None:
+    endpoint = await emu.endpoint("from-kubeconfig")
+    _write_kubeconfig(tmp_path / "config", endpoint.url)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "config"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    lock = LeaseLock("my-lock", identity="pod-a")
+    assert made_clients == []  # lazily: nothing happens before the first request
+    async with anyio.create_task_group() as tg:  # concurrent first uses build one client
+        tg.start_soon(lock.get)
+        tg.start_soon(lock.get)
+    await lock.create(_record())
+
+    assert emu.counters("from-kubeconfig") == {"get": 2, "create": 1}
+    assert len(made_clients) == 1
+    assert made_clients[0].configuration.api_key["BearerToken"] == "Bearer t0ken"
+    await lock.aclose()
+    assert made_clients[0].rest_client.pool_manager.closed
+    with pytest.raises(ElectionError, match="closed"):
+        await lock.get()
+    await lock.aclose()  # idempotent
+
+
+@pytest.mark.asyncio
+async def test_borrowed_client_is_not_closed(emu: KubeEmulator) -> None:
+    api = await emu.api_client("pod-a")
+    async with LeaseLock("my-lock", identity="pod-a", api_client=api) as lock:
+        await lock.get()
+    assert not api.rest_client.pool_manager.closed
+    assert await LeaseLock("my-lock", identity="pod-b", api_client=api).get() is None
+
+
+@pytest.mark.asyncio
+async def test_missing_kubeconfig_is_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made_clients: list[ApiClient]
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nope"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ElectionError, match=r"no kubeconfig at '.*nope'"):
+        await LeaseLock("my-lock", identity="pod-a").get()
+    assert made_clients == []
+
+
+@pytest.mark.asyncio
+async def test_broken_kubeconfig_is_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config").write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "config"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ElectionError, match="cannot configure a Kubernetes client from the kube"):
+        await LeaseLock("my-lock", identity="pod-a").get()
+
+
+@pytest.mark.asyncio
+async def test_in_cluster_without_a_service_account_is_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    with pytest.raises(ElectionError, match="from the in-cluster service account"):
+        await LeaseLock("my-lock", identity="pod-a").get()

@@ -82,7 +82,13 @@ class Registry:
                 f"couldn't get version/kind; json parse error: {exc} ({summarize(data)})"
             ) from None
         if not isinstance(document, dict):
-            kind = "array" if isinstance(document, list) else "string" if isinstance(document, str) else "number"
+            kind = (
+                "array"
+                if isinstance(document, list)
+                else "string"
+                if isinstance(document, str)
+                else "number"
+            )
             raise ApiError.bad_request(
                 f"the object provided is unrecognized (must be of type {rt.kind}): couldn't get "
                 f"version/kind; json parse error: json: cannot unmarshal {kind} into Go value of "
@@ -157,7 +163,12 @@ class Registry:
                 json.dumps([last.get("namespace", ""), last["name"]]).encode()
             ).decode()
             meta["remainingItemCount"] = len(items) - start - limit
-        return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": meta, "items": page}
+        return {
+            "kind": f"{rt.kind}List",
+            "apiVersion": rt.api_version,
+            "metadata": meta,
+            "items": page,
+        }
 
     def create(self, rt: ResourceType, namespace: str, obj: dict[str, Any]) -> Mapping[str, Any]:
         """POST: a new object, or 409 AlreadyExists."""
@@ -176,7 +187,13 @@ class Registry:
         meta = obj["metadata"]
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = format_time(self.clock.now())
-        for server_owned in ("selfLink", "generation", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
+        for server_owned in (
+            "selfLink",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+        ):
             meta.pop(server_owned, None)
 
     def _store_create(self, rt: ResourceType, obj: dict[str, Any], name: str) -> Mapping[str, Any]:
@@ -250,7 +267,13 @@ class Registry:
             raise ApiError.conflict(rt, name)
         # BeforeUpdate: what the client cannot change comes from the stored object.
         old_meta = existing["metadata"]
-        for kept in ("uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"):
+        for kept in (
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ):
             if kept in old_meta:
                 meta[kept] = old_meta[kept]
             else:
@@ -266,7 +289,9 @@ class Registry:
         """PATCH: apply to the stored object, then update it (never creates)."""
         media = _media_type(content_type)
         if media not in PATCH_TYPES:
-            raise ApiError.unsupported_media_type(content_type, [JSON_PATCH, MERGE_PATCH, "application/apply-patch+yaml"])
+            raise ApiError.unsupported_media_type(
+                content_type, [JSON_PATCH, MERGE_PATCH, "application/apply-patch+yaml"]
+            )
         existing = self.store.get(rt, namespace, name)
         if existing is None:
             raise ApiError.not_found(rt, name)
@@ -274,7 +299,9 @@ class Registry:
             patch = go_json_loads(data)
         except DecodeError as exc:
             # jsonpatch.MergePatch has one message for every malformed merge patch.
-            raise ApiError.bad_request("Invalid JSON Patch" if media == MERGE_PATCH else str(exc)) from None
+            raise ApiError.bad_request(
+                "Invalid JSON Patch" if media == MERGE_PATCH else str(exc)
+            ) from None
         current = {"kind": rt.kind, "apiVersion": rt.api_version, **_mutable(existing)}
         try:
             if media == JSON_PATCH:
@@ -286,7 +313,11 @@ class Registry:
                 422,
                 "Invalid",
                 "the server rejected our request due to an error in our request",
-                {"causes": [{"reason": "FieldValueInvalid", "message": str(exc), "field": "patch"}]},
+                {
+                    "causes": [
+                        {"reason": "FieldValueInvalid", "message": str(exc), "field": "patch"}
+                    ]
+                },
             ) from None
         if not isinstance(patched, dict):
             raise ApiError.bad_request(f"the patched object is not a {rt.kind}")

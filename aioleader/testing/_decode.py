@@ -211,7 +211,9 @@ def parse_go_time(value: str, layout: str) -> datetime:
         offset = (hours * 60 + minutes) * 60 * (1 if rest[0] == "+" else -1)
         rest = rest[6:]
     if rest:
-        raise DecodeError(f"parsing time {_go_time_quote(value)}: extra text: {_go_time_quote(rest)}")
+        raise DecodeError(
+            f"parsing time {_go_time_quote(value)}: extra text: {_go_time_quote(rest)}"
+        )
     if year < 1 or day < 1 or day > calendar.monthrange(year, month)[1]:
         # Go accepts year 0; Python cannot represent it, and nothing real writes it.
         raise out_of_range("day")
@@ -260,7 +262,11 @@ class _Context:
     def mismatch(self, value: object, struct: str, path: str, go_type: str) -> None:
         if self.saved is None:
             shown = _json_kind(value)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and go_type.startswith("int"):
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and go_type.startswith("int")
+            ):
                 shown = f"number {value}"
             self.saved = DecodeError(
                 f"json: cannot unmarshal {shown} into Go struct field {struct}.{path} of type {go_type}"
@@ -281,7 +287,11 @@ def _string(value: object, ctx: _Context, struct: str, path: str) -> object:
 
 def _integer(go_type: str, bounds: tuple[int, int]) -> Decoder:
     def decode(value: object, ctx: _Context, struct: str, path: str) -> object:
-        if isinstance(value, int) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]:
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and bounds[0] <= value <= bounds[1]
+        ):
             return value
         ctx.mismatch(value, struct, path, go_type)
         return _Absent
@@ -336,7 +346,9 @@ def _time(layout: str, render: Callable[[datetime], str]) -> Decoder:
 
     def decode(value: object, ctx: _Context, struct: str, path: str) -> object:
         if not isinstance(value, str):
-            raise DecodeError(f"json: cannot unmarshal {_json_kind(value)} into Go value of type string")
+            raise DecodeError(
+                f"json: cannot unmarshal {_json_kind(value)} into Go value of type string"
+            )
         moment = parse_go_time(value, layout)
         return _Absent if moment == _ZERO_TIME else render(moment)
 
@@ -389,7 +401,9 @@ class Struct:
             if decoded is not _Absent:
                 result[key] = decoded
         if self.open:
-            result.update((k, v) for k, v in value.items() if k not in self.fields and v is not None)
+            result.update(
+                (k, v) for k, v in value.items() if k not in self.fields and v is not None
+            )
         return result
 
     def decode(self, document: Mapping[str, object]) -> dict[str, object]:

@@ -208,4 +208,3 @@ def by_path(group: str, version: str, plural: str) -> ResourceType | None:
         if (rt.group, rt.version, rt.plural) == (group, version, plural):
             return rt
     return None
-

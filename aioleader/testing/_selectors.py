@@ -62,9 +62,7 @@ def _field_predicate(selector: str) -> Predicate:
     for term in _split_terms(selector):
         match = re.fullmatch(r"([^=!]+)(==|=|!=)(.*)", term)
         if not match:
-            raise ApiError.bad_request(
-                f"invalid selector: '{selector}'; can't understand '{term}'"
-            )
+            raise ApiError.bad_request(f"invalid selector: '{selector}'; can't understand '{term}'")
         field, op, value = match.groups()
         if field not in _FIELDS:
             raise ApiError.bad_request(
@@ -75,8 +73,10 @@ def _field_predicate(selector: str) -> Predicate:
 
     def matches(obj: Mapping[str, Any]) -> bool:
         meta = obj.get("metadata") or {}
-        return all((meta.get(key) or "") == value if equal else (meta.get(key) or "") != value
-                   for key, equal, value in tests)
+        return all(
+            (meta.get(key) or "") == value if equal else (meta.get(key) or "") != value
+            for key, equal, value in tests
+        )
 
     return matches
 

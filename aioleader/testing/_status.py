@@ -97,11 +97,18 @@ class ApiError(Exception):
 
     @classmethod
     def already_exists(cls, rt: ResourceType, name: str) -> ApiError:
-        return cls(409, "AlreadyExists", f'{rt.qualified} "{name}" already exists', _details(rt, name))
+        return cls(
+            409, "AlreadyExists", f'{rt.qualified} "{name}" already exists', _details(rt, name)
+        )
 
     @classmethod
     def conflict(
-        cls, rt: ResourceType, name: str, cause: str = OPTIMISTIC_LOCK_MESSAGE, *, kind: str | None = None
+        cls,
+        rt: ResourceType,
+        name: str,
+        cause: str = OPTIMISTIC_LOCK_MESSAGE,
+        *,
+        kind: str | None = None,
     ) -> ApiError:
         """``NewConflict``; ``kind`` replaces the plural where kube passes a Kind instead."""
         qualified = rt.qualified if kind is None else f"{kind}.{rt.group}" if rt.group else kind

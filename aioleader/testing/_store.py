@@ -9,9 +9,8 @@ share them without copying.
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,10 +51,9 @@ class Watcher:
     ADDED or DELETED, as the apiserver's watch cache does.
     """
 
-    def __init__(self, rt: ResourceType, predicate: Predicate, owner: object) -> None:
+    def __init__(self, rt: ResourceType, predicate: Predicate) -> None:
         self.rt = rt
         self.predicate = predicate
-        self.owner = owner
         self.pending: deque[tuple[str, Mapping[str, Any]]] = deque()
         self.wakeup = asyncio.Event()
 
@@ -126,7 +124,9 @@ class Store:
         collection = self._collections[rt]
         previous = collection.objects.get(key)
         collection.objects[key] = stored
-        self._record(rt, Change(self.revision, "MODIFIED" if previous else "ADDED", stored, previous))
+        self._record(
+            rt, Change(self.revision, "MODIFIED" if previous else "ADDED", stored, previous)
+        )
         return stored
 
     def delete(self, rt: ResourceType, namespace: str, name: str) -> Mapping[str, Any]:
@@ -134,7 +134,10 @@ class Store:
         collection = self._collections[rt]
         previous = collection.objects.pop((namespace, name))
         self.revision += 1
-        gone = {**previous, "metadata": {**previous["metadata"], "resourceVersion": str(self.revision)}}
+        gone = {
+            **previous,
+            "metadata": {**previous["metadata"], "resourceVersion": str(self.revision)},
+        }
         self._record(rt, Change(self.revision, "DELETED", gone, previous))
         return gone
 
@@ -155,9 +158,7 @@ class Store:
 
     # -- watches ----------------------------------------------------------------------------
 
-    def watch(
-        self, rt: ResourceType, predicate: Predicate, since: int | None, owner: object
-    ) -> Watcher:
+    def watch(self, rt: ResourceType, predicate: Predicate, since: int | None) -> Watcher:
         """Register a watcher, primed with what it must see first.
 
         ``since`` None (or 0): a synthetic ADDED for every matching object. Otherwise every kept
@@ -165,7 +166,7 @@ class Store:
         caller must :meth:`unwatch` it.
         """
         collection = self._collections[rt]
-        watcher = Watcher(rt, predicate, owner)
+        watcher = Watcher(rt, predicate)
         if not since:
             for obj in self.list(rt, predicate):
                 watcher.pending.append(("ADDED", obj))
@@ -182,11 +183,3 @@ class Store:
 
     def unwatch(self, watcher: Watcher) -> None:
         self._watchers.discard(watcher)
-
-    def iter_objects(self, rt: ResourceType) -> Iterator[Mapping[str, Any]]:
-        return iter(list(self._collections[rt].objects.values()))
-
-
-def snapshot(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A deep, mutable copy for callers outside the store."""
-    return None if obj is None else copy.deepcopy(dict(obj))

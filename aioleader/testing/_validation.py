@@ -149,7 +149,9 @@ def validate_object_meta(meta: Mapping[str, Any]) -> list[FieldError]:
             for problem in _dns1123_subdomain(masked)
         ]
     if not name:
-        errors.append(FieldError("required", "metadata.name", detail="name or generateName is required"))
+        errors.append(
+            FieldError("required", "metadata.name", detail="name or generateName is required")
+        )
     else:
         errors += [
             FieldError("invalid", "metadata.name", name, problem)

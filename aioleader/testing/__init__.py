@@ -1,0 +1,30 @@
+"""Test helpers for code that uses aioleader: a Kubernetes API emulator and an in-memory lock.
+
+:class:`KubeEmulator` is an in-process kube-apiserver (Leases, ConfigMaps, Endpoints, Events)
+that the real kubernetes_asyncio client talks to over HTTP, with per-client fault injection;
+:class:`MemoryLock` is a lock for tests that do not need the API at all.
+"""
+
+from __future__ import annotations
+
+from ..locks._memory import MemoryLock as MemoryLock
+from ._clock import ServerClock as ServerClock
+from ._emulator import EmulatorStatistics as EmulatorStatistics
+from ._emulator import KubeEmulator as KubeEmulator
+from ._endpoint import ClientEndpoint as ClientEndpoint
+from ._faults import VERBS as VERBS
+from ._faults import WRITE_VERBS as WRITE_VERBS
+from ._faults import Faults as Faults
+from ._log import RequestRecord as RequestRecord
+
+__all__ = (
+    "VERBS",
+    "WRITE_VERBS",
+    "ClientEndpoint",
+    "EmulatorStatistics",
+    "Faults",
+    "KubeEmulator",
+    "MemoryLock",
+    "RequestRecord",
+    "ServerClock",
+)

@@ -1,0 +1,350 @@
+"""The emulator: an in-process kube-apiserver for the APIs leader election uses."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, final
+
+from ._api import Registry
+from ._clock import ServerClock
+from ._decode import format_time
+from ._endpoint import ClientEndpoint
+from ._faults import Faults
+from ._log import RequestLog, RequestRecord
+from ._resources import EVENTS, EVENTS_V1, ResourceType, resource_type
+from ._server import ApiServer
+from ._store import Store
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
+
+__all__ = ["EmulatorStatistics", "KubeEmulator"]
+
+DEFAULT_CLIENT = "default"
+
+
+@dataclass(frozen=True)
+class EmulatorStatistics:
+    """A snapshot of the emulator's state, for assertions (no leaked watches or requests)."""
+
+    revision: int
+    objects: int
+    watches: int
+    in_flight: int
+    endpoints: int
+
+
+@final
+class KubeEmulator:
+    """An in-process kube-apiserver for the APIs leader election uses, with fault injection.
+
+    It serves Leases (``coordination.k8s.io/v1``), ConfigMaps, Endpoints and Events (core
+    ``v1`` and ``events.k8s.io/v1``) over HTTP, so code under test talks to it through the real
+    kubernetes_asyncio client. What a real server does is reproduced where leader election can
+    tell: one revision counter for all objects; server-set ``uid``, ``creationTimestamp`` and
+    ``resourceVersion``; optimistic concurrency with the real 409 Conflict; PUT rules per type
+    (a Lease may be created by PUT and must carry a resourceVersion to be updated; a ConfigMap
+    may not, and need not); 422 validation with ``details.causes``; 400 for bodies the server
+    cannot decode (a ``MicroTime`` without six fractional digits); selectors; and watches with
+    replay, 410 Expired after compaction, bookmarks and ``timeoutSeconds``. Error bodies are
+    ``Status`` objects with kube-apiserver's exact messages.
+
+    Each simulated client gets its own port over the shared state (:meth:`endpoint`), with its
+    own :class:`Faults`; the default endpoint (:attr:`url`) is the client ``"default"``::
+
+        async with KubeEmulator() as emu:
+            api_a = await emu.api_client("pod-a")
+            api_b = await emu.api_client("pod-b")
+            emu.faults("pod-a").partition("refuse")   # pod-a is cut off
+            ...
+            assert emu.counters("pod-b")["update"] > 0
+
+    Not emulated: authentication and authorization (every request is allowed), namespaces as
+    objects (every namespace exists), finalizers and graceful deletion, ``dryRun``,
+    server-side apply and ``managedFields``, label and annotation validation, and list
+    consistency (``resourceVersion`` on a list is ignored; ``limit``/``continue`` page through
+    the current state rather than a snapshot). A watch whose object stops matching its label
+    selector gets a DELETED event, as from the watch cache.
+
+    The emulator runs on asyncio (it is an aiohttp server). Start it with ``await start()`` and
+    stop it with ``await stop()`` (or use ``async with``), which resets every connection, so it
+    returns promptly even with hung requests and open watches. kubernetes_asyncio honours
+    ``HTTP(S)_PROXY``: if your environment sets one, add ``127.0.0.1`` to ``NO_PROXY``.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        history_size: int = 1000,
+        bookmark_interval: float = 1.0,
+        seed: object = 0,
+    ) -> None:
+        """
+        Args:
+            host: the interface every endpoint listens on.
+            port: the default endpoint's port; 0 picks a free one.
+            history_size: changes kept per resource type for watches to resume from; older
+                resourceVersions get 410 Expired (see also :meth:`compact`).
+            bookmark_interval: seconds between BOOKMARK events on watches that allow them.
+            seed: seeds every client's ``error_rate`` draws (with the client name).
+        """
+        if bookmark_interval <= 0:
+            raise ValueError("bookmark_interval must be positive")
+        self._host = host
+        self._port = port
+        self._seed = seed
+        self._clock = ServerClock()
+        self._store = Store(history_size)
+        self._log = RequestLog()
+        self._server = ApiServer(
+            self._store,
+            Registry(self._store, self._clock),
+            self._clock,
+            self._log,
+            bookmark_interval,
+        )
+        self._endpoints: dict[str, ClientEndpoint] = {}
+        self._faults: dict[str, Faults] = {}
+        self._clients: list[ApiClient] = []
+        self._started = False
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        state = "running" if self._started and not self._stopped else "stopped"
+        url = self.url if self._started else "-"
+        return f"<KubeEmulator {state} {url} revision={self._store.revision}>"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening (the default endpoint); returns when requests are served."""
+        if self._started:
+            raise RuntimeError("the emulator was already started")
+        self._started = True
+        await self.endpoint(DEFAULT_CLIENT, port=self._port)
+
+    async def stop(self) -> None:
+        """Stop: close every port and connection, and the API clients made by :meth:`api_client`.
+
+        Hung requests and open watches see their connection reset. Idempotent.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        await asyncio.gather(*(ep.close() for ep in self._endpoints.values()))
+        clients, self._clients = self._clients, []
+        if clients:
+            # Let requests in flight see the reset (and fail aiohttp's retry against the closed
+            # port) before their session closes under them, which would fail them obscurely.
+            await asyncio.sleep(0.02)
+        for client in clients:
+            await client.close()
+
+    async def __aenter__(self) -> KubeEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def restart(self, downtime: float = 0.0) -> None:
+        """Simulate an API server restart: every connection is reset and connects are refused
+        for ``downtime`` seconds; then every port listens again. State and watch history are
+        kept (partitioned endpoints stay partitioned)."""
+        self._check_running()
+        for ep in self._endpoints.values():
+            ep.set_down(True)
+        await asyncio.sleep(downtime)
+        for ep in self._endpoints.values():
+            ep.set_down(False)
+        await asyncio.gather(*(ep.wait_listening() for ep in self._endpoints.values()))
+
+    def _check_running(self) -> None:
+        if not self._started:
+            raise RuntimeError("the emulator is not started")
+        if self._stopped:
+            raise RuntimeError("the emulator is stopped")
+
+    # -- clients ----------------------------------------------------------------------------
+
+    async def endpoint(self, client: str = DEFAULT_CLIENT, *, port: int = 0) -> ClientEndpoint:
+        """The port dedicated to ``client``, opened on first use (idempotent).
+
+        ``port`` is only used when the endpoint is created; 0 picks a free one.
+        """
+        if self._stopped:
+            raise RuntimeError("the emulator is stopped")
+        ep = self._endpoints.get(client)
+        if ep is None:
+            ep = ClientEndpoint(client, self._host, port, self.faults(client), self._server.handle)
+            self._endpoints[client] = ep
+            ep._reconcile()
+        await ep.wait_listening()
+        return ep
+
+    async def api_client(self, client: str = DEFAULT_CLIENT) -> ApiClient:
+        """A kubernetes_asyncio ``ApiClient`` for ``client``'s endpoint.
+
+        The emulator closes it on :meth:`stop` (closing it earlier is fine).
+        """
+        from kubernetes_asyncio.client import ApiClient, Configuration
+
+        ep = await self.endpoint(client)
+        api = ApiClient(Configuration(host=ep.url))
+        self._clients.append(api)
+        return api
+
+    @property
+    def url(self) -> str:
+        """The default endpoint's URL (client ``"default"``)."""
+        return self._default().url
+
+    @property
+    def port(self) -> int:
+        """The default endpoint's port."""
+        return self._default().port
+
+    def faults(self, client: str = DEFAULT_CLIENT) -> Faults:
+        """``client``'s faults (usable before its endpoint is opened)."""
+        faults = self._faults.get(client)
+        if faults is None:
+            faults = self._faults[client] = Faults(f"{self._seed}:{client}")
+        return faults
+
+    def _default(self) -> ClientEndpoint:
+        try:
+            return self._endpoints[DEFAULT_CLIENT]
+        except KeyError:
+            raise RuntimeError("the emulator is not started") from None
+
+    def endpoints(self) -> dict[str, ClientEndpoint]:
+        """Every endpoint opened so far, by client name."""
+        return dict(self._endpoints)
+
+    # -- clock ------------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> ServerClock:
+        """The server's wall clock (creation timestamps, the request log)."""
+        return self._clock
+
+    def set_time(self, moment: datetime) -> None:
+        """Pin the server clock at ``moment``; it then moves only with :meth:`advance`."""
+        self._clock.set(moment)
+
+    def advance(self, seconds: float) -> None:
+        """Move the server clock forward."""
+        self._clock.advance(seconds)
+
+    # -- request log ------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every request so far, in order of outcome."""
+        return self._log.records()
+
+    def counters(self, client: str | None = None) -> dict[str, int]:
+        """Requests per verb for ``client`` (all clients if None)."""
+        return dict(self._log.counters(client))
+
+    def reset_log(self) -> None:
+        """Forget the request log (counters start from zero)."""
+        self._log.clear()
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """The current global revision (the latest ``resourceVersion`` handed out)."""
+        return self._store.revision
+
+    def compact(self) -> None:
+        """Drop the watch history: watches resuming from older versions get 410 Expired."""
+        self._store.compact()
+
+    def get_object(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A deep copy of a stored object (without ``kind``/``apiVersion``), or None.
+
+        ``resource`` is a plural (``"leases"``, ``"configmaps"``, ``"endpoints"``,
+        ``"events"``) or a qualified name (``"events.events.k8s.io"``).
+        """
+        obj = self._store.get(resource_type(resource), namespace, name)
+        return None if obj is None else copy.deepcopy(dict(obj))
+
+    def put_raw(
+        self, resource: str, namespace: str, name: str, obj: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Store ``obj`` as is, bypassing decoding and validation, and notify watchers.
+
+        For states a client must survive but cannot write through the API: a ``null`` spec,
+        a negative duration, a garbage timestamp. ``metadata.name``, ``namespace`` and
+        ``resourceVersion`` are set; ``uid`` and ``creationTimestamp`` are kept from the
+        stored object (or made up). Returns a copy of what was stored.
+        """
+        rt = resource_type(resource)
+        document = copy.deepcopy(dict(obj))
+        meta = document.get("metadata")
+        meta = dict(meta) if isinstance(meta, Mapping) else {}
+        old_meta = (self._store.get(rt, namespace, name) or {}).get("metadata", {})
+        for kept in ("uid", "creationTimestamp"):
+            if kept not in meta and kept in old_meta:
+                meta[kept] = old_meta[kept]
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", format_time(self._clock.now()))
+        meta.update(name=name, namespace=namespace)
+        document.pop("kind", None)
+        document.pop("apiVersion", None)
+        stored = self._store.put(rt, {**document, "metadata": meta})
+        return copy.deepcopy(dict(stored))
+
+    def delete_object(self, resource: str, namespace: str, name: str) -> bool:
+        """Delete an object behind the clients' backs (watchers see DELETED)."""
+        rt = resource_type(resource)
+        if self._store.get(rt, namespace, name) is None:
+            return False
+        self._store.delete(rt, namespace, name)
+        return True
+
+    def objects(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Deep copies of every stored object of a type, in key order."""
+        rt = resource_type(resource)
+        return [
+            copy.deepcopy(dict(o))
+            for o in self._store.list(
+                rt, lambda o: namespace is None or o["metadata"].get("namespace") == namespace
+            )
+        ]
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every stored Event (core ``v1`` and ``events.k8s.io/v1``), oldest first."""
+        found: list[tuple[ResourceType, dict[str, Any]]] = [
+            (rt, copy.deepcopy(dict(o)))
+            for rt in (EVENTS, EVENTS_V1)
+            for o in self._store.list(rt, lambda o: True)
+        ]
+        found.sort(key=lambda item: int(item[1]["metadata"]["resourceVersion"]))
+        return [{"kind": rt.kind, "apiVersion": rt.api_version, **obj} for rt, obj in found]
+
+    def statistics(self) -> EmulatorStatistics:
+        """Counts for assertions: objects, open watches, requests in progress."""
+        return EmulatorStatistics(
+            revision=self._store.revision,
+            objects=self._store.count(),
+            watches=len(self._store.watchers),
+            in_flight=sum(ep.in_flight for ep in self._endpoints.values()),
+            endpoints=len(self._endpoints),
+        )

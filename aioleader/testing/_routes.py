@@ -1,0 +1,151 @@
+"""URL paths and HTTP methods to Kubernetes operations, plus the discovery documents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._resources import RESOURCES, ResourceType, by_path
+from ._selectors import parse_bool
+from ._status import ApiError
+
+__all__ = ["GIT_VERSION", "Operation", "resolve"]
+
+GIT_VERSION = "v1.31.0-aioleader-emulator"
+
+_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+_SHORT_NAMES = {"configmaps": ["cm"], "endpoints": ["ep"], "events": ["ev"]}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What a request asks for: a verb on a resource, or a fixed (discovery) document."""
+
+    verb: str
+    rt: ResourceType | None = None
+    namespace: str | None = None  # None: all namespaces
+    name: str = ""
+    document: Mapping[str, Any] | str | None = None
+    error: ApiError | None = field(default=None, compare=False)
+
+
+def _resource_list(group: str, version: str) -> dict[str, Any]:
+    resources = [
+        {
+            "name": rt.plural,
+            "singularName": rt.kind.lower(),
+            "namespaced": True,
+            "kind": rt.kind,
+            "verbs": _VERBS,
+            **({"shortNames": _SHORT_NAMES[rt.plural]} if rt.plural in _SHORT_NAMES else {}),
+        }
+        for rt in RESOURCES
+        if (rt.group, rt.version) == (group, version)
+    ]
+    group_version = f"{group}/{version}" if group else version
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }
+
+
+def _api_groups() -> dict[str, Any]:
+    groups = []
+    for group in dict.fromkeys(rt.group for rt in RESOURCES if rt.group):
+        version = {"groupVersion": f"{group}/v1", "version": "v1"}
+        groups.append({"name": group, "versions": [version], "preferredVersion": version})
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def _version() -> dict[str, Any]:
+    return {
+        "major": "1",
+        "minor": "31",
+        "gitVersion": GIT_VERSION,
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2024-08-13T00:00:00Z",
+        "goVersion": "go1.22.5",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    }
+
+
+def _discovery(method: str, parts: list[str], server_address: str) -> Operation | None:
+    document: Mapping[str, Any] | str | None = None
+    if parts == ["api"]:
+        document = {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+            ],
+        }
+    elif parts == ["apis"]:
+        document = _api_groups()
+    elif parts == ["version"]:
+        document = _version()
+    elif parts in (["healthz"], ["livez"], ["readyz"]):
+        document = "ok"
+    elif parts == ["api", "v1"]:
+        document = _resource_list("", "v1")
+    elif (
+        len(parts) == 3
+        and parts[0] == "apis"
+        and any((rt.group, rt.version) == (parts[1], parts[2]) for rt in RESOURCES)
+    ):
+        document = _resource_list(parts[1], parts[2])
+    if document is None:
+        return None
+    if method != "GET":
+        return Operation(method.lower(), error=ApiError.method_not_allowed())
+    return Operation("get", document=document)
+
+
+def resolve(method: str, path: str, query: Mapping[str, str], server_address: str) -> Operation:
+    """Map a request to an :class:`Operation` (with ``error`` set if it cannot be served)."""
+    parts = [p for p in path.split("/") if p]
+    discovery = _discovery(method, parts, server_address)
+    if discovery is not None:
+        return discovery
+    # /api/v1/…  or  /apis/{group}/{version}/…
+    if parts[:2] == ["api", "v1"]:
+        group, version, rest = "", "v1", parts[2:]
+    elif len(parts) >= 3 and parts[0] == "apis":
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        return Operation(method.lower(), error=ApiError.path_not_found())
+    watch_path = rest[:1] == ["watch"]
+    if watch_path:
+        rest = rest[1:]
+    namespace: str | None = None
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    rt = by_path(group, version, rest[0]) if rest else None
+    if rt is None or len(rest) > 2:
+        return Operation(method.lower(), error=ApiError.path_not_found())
+    name = rest[1] if len(rest) == 2 else ""
+    if name and namespace is None:
+        # Every served type is namespaced: a named object needs its namespace.
+        return Operation(method.lower(), error=ApiError.path_not_found())
+    # A named GET ignores ?watch (GetResource); the /watch/ paths watch one object by name.
+    watch = watch_path or (not name and parse_bool(query.get("watch")))
+    verb = _verb(method, bool(name), watch)
+    if verb is None or (watch_path and method != "GET"):
+        return Operation(method.lower(), rt, namespace, name, error=ApiError.method_not_allowed())
+    if namespace is None and verb not in ("list", "watch"):
+        return Operation(verb, rt, namespace, name, error=ApiError.method_not_allowed())
+    return Operation(verb, rt, namespace, name)
+
+
+def _verb(method: str, named: bool, watch: bool) -> str | None:
+    if method == "GET":
+        if watch:
+            return "watch"
+        return "get" if named else "list"
+    if named:
+        return {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
+    return {"POST": "create", "DELETE": "deletecollection"}.get(method)

@@ -1,0 +1,85 @@
+"""Shared fixtures: an emulator per test, or a real cluster when ``AIOLEADER_E2E=1``.
+
+* ``emulator``: a started :class:`~aioleader.testing.KubeEmulator` (stopped after the test).
+* ``kube``: a :class:`KubeTarget` (an ``ApiClient`` and a namespace to work in). On the emulator
+  the namespace is fresh by name (every namespace exists there); on a real cluster
+  (``AIOLEADER_E2E=1``, kubeconfig from ``KUBECONFIG`` or ``~/.kube/config``) a namespace is
+  created for the test and deleted after it. Fidelity tests written against ``kube`` run on both.
+
+Markers: ``emulator_only`` tests are skipped on a real cluster; ``e2e`` tests only run on one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from aioleader.testing import KubeEmulator
+
+# kubernetes_asyncio's aiohttp session trusts proxy variables; the emulator is local.
+for _variable in ("NO_PROXY", "no_proxy"):
+    _hosts = [h for h in os.environ.get(_variable, "").split(",") if h]
+    os.environ[_variable] = ",".join(
+        [*_hosts, *(h for h in ("127.0.0.1", "localhost") if h not in _hosts)]
+    )
+
+E2E = os.environ.get("AIOLEADER_E2E") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E and item.get_closest_marker("emulator_only"):
+            item.add_marker(pytest.mark.skip(reason="checks an emulator-only feature"))
+        if not E2E and item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.skip(reason="needs a real cluster (AIOLEADER_E2E=1)"))
+
+
+@dataclass(frozen=True)
+class KubeTarget:
+    """Where a fidelity test runs: a client, a namespace, and the emulator if there is one."""
+
+    api_client: Any
+    namespace: str
+    emulator: KubeEmulator | None
+
+
+@pytest_asyncio.fixture
+async def emulator() -> AsyncIterator[KubeEmulator]:
+    emu = KubeEmulator(bookmark_interval=0.2)
+    await emu.start()
+    try:
+        yield emu
+    finally:
+        await emu.stop()
+
+
+@pytest_asyncio.fixture
+async def kube() -> AsyncIterator[KubeTarget]:
+    namespace = f"aioleader-test-{uuid.uuid4().hex[:8]}"
+    if not E2E:
+        emu = KubeEmulator(bookmark_interval=0.2)
+        await emu.start()
+        try:
+            yield KubeTarget(await emu.api_client(), namespace, emu)
+        finally:
+            await emu.stop()
+        return
+
+    from kubernetes_asyncio import client, config
+
+    api = await config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+    core = client.CoreV1Api(api)
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    try:
+        yield KubeTarget(api, namespace, None)
+    finally:
+        try:
+            await core.delete_namespace(namespace)
+        finally:
+            await api.close()

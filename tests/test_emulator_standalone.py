@@ -1,0 +1,80 @@
+"""``python -m aioleader.testing`` serves unmodified kubernetes_asyncio programs and exits cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.emulator_only
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# An ordinary program: nothing in it knows about the emulator.
+SCRIPT = """
+import asyncio, sys
+from kubernetes_asyncio import client, config
+
+async def main():
+    await config.load_kube_config(config_file=sys.argv[1])
+    async with client.ApiClient() as api:
+        leases = client.CoordinationV1Api(api)
+        body = client.V1Lease(
+            metadata=client.V1ObjectMeta(name="standalone"),
+            spec=client.V1LeaseSpec(holder_identity="script", lease_duration_seconds=15),
+        )
+        await leases.create_namespaced_lease("default", body)
+        lease = await leases.read_namespaced_lease("standalone", "default")
+        print(lease.spec.holder_identity, lease.metadata.resource_version)
+
+asyncio.run(main())
+"""
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serves_a_kubeconfig_and_stops_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aioleader.testing", "--port", "0", "--kubeconfig", str(kubeconfig)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
+    try:
+        assert server.stdout is not None
+        ready = server.stdout.readline()
+        prefix = "aioleader emulator listening on http://127.0.0.1:"
+        assert ready.startswith(prefix), ready
+        assert ready.rstrip().endswith(f"(kubeconfig: {kubeconfig})")
+        port = int(ready[len(prefix) :].split(" ", 1)[0])
+        assert port > 0
+        script = tmp_path / "script.py"
+        script.write_text(SCRIPT)
+        run = subprocess.run(
+            [sys.executable, str(script), str(kubeconfig)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=environment(),
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == "script 1\n"
+        server.send_signal(signum)
+        out, err = server.communicate(timeout=10)
+        assert server.returncode == 0, err
+        assert out == ""  # exactly one line, read above
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()

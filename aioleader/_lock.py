@@ -12,10 +12,13 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 from ._record import LeaderElectionRecord
 
 __all__ = ["Lock", "Observed"]
+
+_L = TypeVar("_L", bound="Lock")
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class Lock(ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources the lock owns (e.g. an API client it created)."""
 
-    async def __aenter__(self) -> Lock:
+    async def __aenter__(self: _L) -> _L:
         return self
 
     async def __aexit__(

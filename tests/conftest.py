@@ -11,9 +11,10 @@ Markers: ``emulator_only`` tests are skipped on a real cluster; ``e2e`` tests on
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="checks an emulator-only feature"))
         if not E2E and item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.skip(reason="needs a real cluster (AIOLEADER_E2E=1)"))
+
+
+@pytest.fixture(autouse=True)
+def _closed_default_loop(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Give every test not run by pytest-asyncio an event loop that is closed after it.
+
+    looptime's pytest plugin asks the policy for the current event loop around every test (sync
+    and anyio ones too), which creates a loop nobody closes; its ResourceWarning then fails
+    whichever asyncio test the garbage collector happens to run in (``filterwarnings = error``).
+    ``-p no:looptime_plugin`` would also do: the suite uses looptime's loops, not its plugin.
+    """
+    if request.node.get_closest_marker("asyncio"):
+        yield
+        return
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Awaitable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from kubernetes_asyncio import client, watch
@@ -36,13 +36,19 @@ SUBDOMAIN_RULE = (
 )
 
 
-def lease_body(name: str, **spec: Any) -> dict[str, Any]:
+def lease_body(name: str, **spec: Any) -> Any:
+    """A Lease as plain JSON (the client sends dicts as they are; Any suits its model types)."""
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {"name": name},
         "spec": spec,
     }
+
+
+def plain(**fields: Any) -> Any:
+    """Any other object as plain JSON."""
+    return fields
 
 
 def leases(kube: KubeTarget) -> client.CoordinationV1Api:
@@ -57,7 +63,7 @@ async def failure(call: Awaitable[Any]) -> tuple[int, dict[str, Any]]:
     """The HTTP status and the decoded Status body of a call that must fail."""
     with pytest.raises(ApiException) as info:
         await call
-    return info.value.status, json.loads(info.value.body)
+    return info.value.status, json.loads(info.value.body or "")
 
 
 async def raw(call: Awaitable[Any]) -> tuple[int, dict[str, Any]]:
@@ -69,13 +75,13 @@ async def raw(call: Awaitable[Any]) -> tuple[int, dict[str, Any]]:
         response.release()
 
 
-async def send(
+async def send_text(
     kube: KubeTarget,
     method: str,
     path: str,
     data: bytes = b"",
     content_type: str = "application/json",
-) -> tuple[int, Any]:
+) -> tuple[int, str]:
     """A request the client would not build (a body that is not JSON), on its own session."""
     api = kube.api_client
     headers = {"Content-Type": content_type, "Accept": "application/json"}
@@ -83,14 +89,27 @@ async def send(
         if setting["in"] == "header" and setting["value"]:
             headers[setting["key"]] = setting["value"]
     session = api.rest_client.pool_manager
-    async with session.request(
-        method, api.configuration.host + path, data=data, headers=headers
-    ) as resp:
-        body = await resp.read()
-        try:
-            return resp.status, json.loads(body)
-        except ValueError:
-            return resp.status, body.decode()
+    url = api.configuration.host + path
+    async with session.request(method, url, data=data, headers=headers) as resp:
+        return resp.status, (await resp.read()).decode()
+
+
+async def send(
+    kube: KubeTarget,
+    method: str,
+    path: str,
+    data: bytes = b"",
+    content_type: str = "application/json",
+) -> tuple[int, Any]:
+    """Like :func:`send_text`, for a JSON answer."""
+    code, text = await send_text(kube, method, path, data, content_type)
+    return code, json.loads(text)
+
+
+async def send_stream(kube: KubeTarget, path: str) -> tuple[int, list[Any]]:
+    """A watch, read to its end: the status and the events."""
+    code, text = await send_text(kube, "GET", path)
+    return code, [json.loads(line) for line in text.splitlines()]
 
 
 def status(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
@@ -146,7 +165,8 @@ async def test_lease_lifecycle_and_server_set_metadata(kube: KubeTarget) -> None
 
     lease = await api.read_namespaced_lease("x", ns)
     lease.spec.holder_identity = "b"
-    lease.spec.renew_time = "2024-05-01T10:00:05.000000Z"  # the client would send isoformat()
+    # A datetime would go out as isoformat(), which the server refuses: send the wire format.
+    lease.spec.renew_time = cast(Any, "2024-05-01T10:00:05.000000Z")
     replaced = await api.replace_namespaced_lease("x", ns, lease)
     assert replaced.spec.holder_identity == "b"
     assert replaced.metadata.uid == meta["uid"]
@@ -219,7 +239,7 @@ async def test_one_revision_counter_for_all_types(kube: KubeTarget) -> None:
 
 
 async def test_generate_name(kube: KubeTarget) -> None:
-    body = {"metadata": {"generateName": "lock-"}, "spec": {}}
+    body = plain(metadata={"generateName": "lock-"}, spec={})
     created = await leases(kube).create_namespaced_lease(kube.namespace, body)
     assert re.fullmatch(r"lock-[a-z0-9]{5}", created.metadata.name)
 
@@ -257,9 +277,9 @@ async def test_stale_resource_version_is_conflict(kube: KubeTarget) -> None:
         409,
         status(409, "Conflict", message, name="x", group=LEASE_GROUP, kind="leases"),
     )
-    cm = await core(kube).create_namespaced_config_map(ns, {"metadata": {"name": "cm"}})
+    cm = await core(kube).create_namespaced_config_map(ns, plain(metadata={"name": "cm"}))
     await core(kube).patch_namespaced_config_map("cm", ns, {"data": {"a": "b"}})
-    cm_stale = {"metadata": {"name": "cm", "resourceVersion": cm.metadata.resource_version}}
+    cm_stale = plain(metadata={"name": "cm", "resourceVersion": cm.metadata.resource_version})
     code, body = await failure(core(kube).replace_namespaced_config_map("cm", ns, cm_stale))
     assert (code, body["reason"]) == (409, "Conflict")
     assert body["message"].startswith('Operation cannot be fulfilled on configmaps "cm": ')
@@ -323,7 +343,7 @@ async def test_invalid_name_and_several_errors_at_once(kube: KubeTarget) -> None
         },
     ]
     code, got = await failure(
-        core(kube).create_namespaced_config_map(kube.namespace, {"metadata": {}})
+        core(kube).create_namespaced_config_map(kube.namespace, plain(metadata={}))
     )
     assert (code, got["message"]) == (
         422,
@@ -491,14 +511,14 @@ async def test_lease_put_creates_and_needs_a_resource_version_to_update(kube: Ku
 
 async def test_configmap_put_never_creates_and_overwrites_without_version(kube: KubeTarget) -> None:
     api, ns = core(kube), kube.namespace
-    body = {"metadata": {"name": "cm"}, "data": {"a": "1"}}
+    body = plain(metadata={"name": "cm"}, data={"a": "1"})
     assert await failure(api.replace_namespaced_config_map("cm", ns, body)) == (
         404,
         status(404, "NotFound", 'configmaps "cm" not found', name="cm", kind="configmaps"),
     )
     first = await api.create_namespaced_config_map(ns, body)
     replaced = await api.replace_namespaced_config_map(
-        "cm", ns, {"metadata": {"name": "cm"}, "data": {"a": "2"}}
+        "cm", ns, plain(metadata={"name": "cm"}, data={"a": "2"})
     )
     assert replaced.data == {"a": "2"}
     assert int(replaced.metadata.resource_version) > int(first.metadata.resource_version)
@@ -508,7 +528,7 @@ async def test_endpoints_put_creates(kube: KubeTarget) -> None:
     # Unlike ConfigMaps, Endpoints allow create-on-update (pkg/registry/core/endpoint/strategy.go).
     code, created = await raw(
         core(kube).replace_namespaced_endpoints(
-            "ep", kube.namespace, {"metadata": {"name": "ep"}}, _preload_content=False
+            "ep", kube.namespace, plain(metadata={"name": "ep"}), _preload_content=False
         )
     )
     assert (code, created["kind"]) == (201, "Endpoints")
@@ -571,8 +591,10 @@ async def test_list_with_field_and_label_selectors(kube: KubeTarget) -> None:
         body["metadata"]["labels"] = labels
         await api.create_namespaced_lease(ns, body)
 
-    async def names(**selectors: str) -> list[str]:
-        found = await api.list_namespaced_lease(ns, **selectors)
+    async def names(field_selector: str = "", label_selector: str = "") -> list[str]:
+        found = await api.list_namespaced_lease(
+            ns, field_selector=field_selector, label_selector=label_selector
+        )
         return [item.metadata.name for item in found.items]
 
     code, listed = await raw(api.list_namespaced_lease(ns, _preload_content=False))
@@ -660,11 +682,49 @@ async def test_watch_sees_changes_as_they_happen(kube: KubeTarget) -> None:
         await api.create_namespaced_lease(ns, lease_body("a"))
         await api.patch_namespaced_lease("a", ns, {"metadata": {"labels": {"watched": "no"}}})
 
-    writer = asyncio.create_task(write())
+    writer = asyncio.ensure_future(write())
     events = await watch_events(kube, timeout=1, label_selector="!watched")
     await writer
     # Leaving the selector reads as a deletion to this watcher.
     assert [e[:2] for e in events] == [("ADDED", "a"), ("DELETED", "a")]
+
+
+async def test_watch_one_object_by_path(kube: KubeTarget) -> None:
+    # The deprecated /watch/ paths: a name in the path is a metadata.name field selector.
+    await leases(kube).create_namespaced_lease(kube.namespace, lease_body("a"))
+    await leases(kube).create_namespaced_lease(kube.namespace, lease_body("b"))
+    path = f"/apis/coordination.k8s.io/v1/watch/namespaces/{kube.namespace}/leases/b"
+    code, events = await send_stream(kube, path + "?timeoutSeconds=1")
+    assert code == 200
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "b")]
+    assert events[0]["object"]["kind"] == "Lease"  # watch events carry kind and apiVersion
+
+
+@pytest.mark.emulator_only
+async def test_watch_ends_when_the_client_goes(kube: KubeTarget) -> None:
+    assert kube.emulator is not None
+    await leases(kube).create_namespaced_lease(kube.namespace, lease_body("a"))
+    async with watch.Watch() as stream:
+        async for _event in stream.stream(leases(kube).list_namespaced_lease, kube.namespace):
+            assert kube.emulator.statistics().watches == 1
+            break
+    for _ in range(50):
+        if kube.emulator.statistics().watches == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert kube.emulator.statistics().watches == 0
+
+
+@pytest.mark.emulator_only  # A real server first waits up to 3 s for the version to arrive.
+async def test_watch_from_the_future(kube: KubeTarget) -> None:
+    assert kube.emulator is not None
+    future = kube.emulator.revision + 10
+    with pytest.raises(ApiException) as info:
+        await watch_events(kube, resource_version=str(future))
+    assert info.value.status == 504
+    assert info.value.reason == (
+        f"Timeout: Timeout: Too large resource version: {future}, current: {kube.emulator.revision}"
+    )
 
 
 @pytest.mark.emulator_only
@@ -690,8 +750,7 @@ async def test_watch_bookmarks(kube: KubeTarget) -> None:
     await leases(kube).create_namespaced_lease(kube.namespace, lease_body("a"))
     path = f"/apis/coordination.k8s.io/v1/namespaces/{kube.namespace}/leases"
     query = "?watch=1&allowWatchBookmarks=true&timeoutSeconds=1"
-    code, text = await send(kube, "GET", path + query)
-    lines = [json.loads(line) for line in text.splitlines()]
+    code, lines = await send_stream(kube, path + query)
     assert code == 200
     assert lines[0]["type"] == "ADDED"
     bookmarks = [line for line in lines if line["type"] == "BOOKMARK"]
@@ -706,8 +765,7 @@ async def test_watch_bookmarks(kube: KubeTarget) -> None:
 async def test_boolean_parameters_are_parsed_like_the_apiserver(kube: KubeTarget) -> None:
     # Not ParseBool: only "0" and "false" (any case) are false; "yes" means watch.
     path = f"/apis/coordination.k8s.io/v1/namespaces/{kube.namespace}/leases"
-    code, text = await send(kube, "GET", path + "?watch=yes&timeoutSeconds=1")
-    assert (code, text) == (200, "")
+    assert await send_stream(kube, path + "?watch=yes&timeoutSeconds=1") == (200, [])
     code, listed = await send(kube, "GET", path + "?watch=FALSE")
     assert (code, listed["kind"]) == (200, "LeaseList")
 
@@ -757,7 +815,7 @@ async def test_emulator_version_and_events(kube: KubeTarget) -> None:
         kube.namespace,
         client.EventsV1Event(
             metadata=client.V1ObjectMeta(name="lock.2"),
-            event_time="2024-05-01T10:00:00.000000Z",
+            event_time=cast(Any, "2024-05-01T10:00:00.000000Z"),
             reason="LeaderElection",
             action="Acquired",
             reporting_controller="aioleader",
@@ -785,10 +843,9 @@ async def test_server_clock_sets_creation_timestamps(kube: KubeTarget) -> None:
     first = await leases(kube).create_namespaced_lease(kube.namespace, lease_body("a"))
     emu.advance(10)
     second = await leases(kube).create_namespaced_lease(kube.namespace, lease_body("b"))
-    assert (
-        emu.get_object("leases", kube.namespace, "a")["metadata"]["creationTimestamp"]
-        == "2030-01-02T03:04:05Z"
-    )  # type: ignore[index]
+    stored = emu.get_object("leases", kube.namespace, "a")
+    assert stored is not None
+    assert stored["metadata"]["creationTimestamp"] == "2030-01-02T03:04:05Z"
     assert (
         second.metadata.creation_timestamp - first.metadata.creation_timestamp
     ).total_seconds() == 10
@@ -810,7 +867,7 @@ async def test_put_raw_stores_what_the_api_would_refuse(kube: KubeTarget) -> Non
                 return event["type"], event["raw_object"]
         raise AssertionError("no event")
 
-    watching = asyncio.create_task(first_event())
+    watching = asyncio.ensure_future(first_event())
     await asyncio.sleep(0.1)
     stored = emu.put_raw(
         "leases",

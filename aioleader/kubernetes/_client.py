@@ -293,7 +293,18 @@ def error_for(verb: str, ref: ObjectRef, reply: Reply) -> AioleaderError:
             return LockConflict(f"{what}: it was deleted: {_describe_failure(reply)}")
     if reply.status == 409:
         return LockConflict(f"{what}: {_describe_failure(reply)}")
-    return LockError(f"{what}: {_describe_failure(reply)}")
+    return LockError(f"{what}: {_describe_failure(reply)}", retry_after=_seconds(reply.retry_after))
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """``Retry-After`` as seconds, when it is the delta-seconds form (the API server's)."""
+    if retry_after is None:
+        return None
+    try:
+        seconds = float(retry_after.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 3600 else None
 
 
 def decode_object(verb: str, ref: ObjectRef, reply: Reply, kind: str) -> tuple[dict[str, Any], str]:

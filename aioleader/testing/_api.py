@@ -6,15 +6,16 @@ knows nothing about HTTP: it takes decoded requests and returns objects or raise
 :class:`ApiError`. The checks run in the apiserver's order, because which error a client sees
 when a request is wrong in two ways is part of the behaviour:
 
-1. decoding (400), namespace and name agreement with the URL (400);
-2. UID precondition (409), resourceVersion parsing (500);
-3. existence (404, or create-on-update), resourceVersion required (422) or matching (409);
-4. validation (422); then for creates: resourceVersion set (500) and existence (409).
+1. decoding (400); namespace and name agreement with the URL (400);
+2. existence where PUT cannot create (404); UID precondition (409); resourceVersion parsing (500);
+3. resourceVersion required (422) or current (409);
+4. validation (422); for creates, then: resourceVersion set (500) and existence (409).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import secrets
 import uuid
@@ -22,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._clock import ServerClock
-from ._decode import DecodeError, format_time, go_json_loads, summarize
+from ._decode import DecodeError, format_time, go_json_loads, json_kind, summarize
 from ._patch import PatchError, json_patch, merge_patch
 from ._resources import ResourceType
 from ._selectors import Predicate
@@ -37,6 +38,23 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH)
+
+# Metadata only the server writes: dropped from a create's body, taken from the stored object on
+# update (FillObjectMetaSystemFields, BeforeCreate, BeforeUpdate).
+_CLEARED_ON_CREATE = (
+    "selfLink",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+)
+_KEPT_ON_UPDATE = (
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
 
 # names.SimpleNameGenerator: five characters from an alphabet without vowels or look-alikes.
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -81,17 +99,13 @@ class Registry:
                 f"the object provided is unrecognized (must be of type {rt.kind}): "
                 f"couldn't get version/kind; json parse error: {exc} ({summarize(data)})"
             ) from None
+        if document is None:
+            document = {}  # null decodes into the zero object, which validation then refuses
         if not isinstance(document, dict):
-            kind = (
-                "array"
-                if isinstance(document, list)
-                else "string"
-                if isinstance(document, str)
-                else "number"
-            )
             raise ApiError.bad_request(
                 f"the object provided is unrecognized (must be of type {rt.kind}): couldn't get "
-                f"version/kind; json parse error: json: cannot unmarshal {kind} into Go value of "
+                f"version/kind; json parse error: json: cannot unmarshal {json_kind(document)} "
+                "into Go value of "
                 'type struct { APIVersion string "json:\\"apiVersion,omitempty\\""; Kind string '
                 '"json:\\"kind,omitempty\\"" }'
                 f" ({summarize(data)})"
@@ -185,16 +199,10 @@ class Registry:
     def _prepare_create(self, obj: dict[str, Any]) -> None:
         """``FillObjectMetaSystemFields`` and ``BeforeCreate``: server-owned metadata."""
         meta = obj["metadata"]
+        for server_owned in _CLEARED_ON_CREATE:
+            meta.pop(server_owned, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = format_time(self.clock.now())
-        for server_owned in (
-            "selfLink",
-            "generation",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "managedFields",
-        ):
-            meta.pop(server_owned, None)
 
     def _store_create(self, rt: ResourceType, obj: dict[str, Any], name: str) -> Mapping[str, Any]:
         try:
@@ -205,23 +213,29 @@ class Registry:
             raise ApiError.unknown("resourceVersion should not be set on objects to be created")
         if self.store.get(rt, obj["metadata"]["namespace"], name) is not None:
             raise ApiError.already_exists(rt, name)
-        return self.store.put(rt, _canonical(rt, obj))
+        return self.store.put(rt, _canonical(obj))
 
     def update(
         self, rt: ResourceType, namespace: str, name: str, obj: dict[str, Any]
     ) -> tuple[Mapping[str, Any], bool]:
         """PUT: replace (or, where the type allows it, create). Returns (object, created)."""
         self._ensure_namespace(obj, namespace)
+        self._check_name(obj, name)
+        return self._update(rt, namespace, name, obj)
+
+    @staticmethod
+    def _check_name(obj: Mapping[str, Any], name: str) -> None:
+        """The handlers' ``checkName``: the body names the object of the URL."""
         body_name = obj["metadata"].get("name") or ""
         if not body_name:
             raise ApiError.bad_request(
-                f"the name of the object ({name} based on URL) was undeterminable: name must be provided"
+                f"the name of the object ({name} based on URL) was undeterminable: "
+                "name must be provided"
             )
         if body_name != name:
             raise ApiError.bad_request(
                 f"the name of the object ({body_name}) does not match the name on the URL ({name})"
             )
-        return self._update(rt, namespace, name, obj)
 
     def _update(
         self, rt: ResourceType, namespace: str, name: str, obj: dict[str, Any]
@@ -245,7 +259,7 @@ class Registry:
             self._prepare_create(obj)
             self._validate(rt, obj, name)
             meta.pop("resourceVersion", None)
-            return self.store.put(rt, _canonical(rt, obj)), True
+            return self.store.put(rt, _canonical(obj)), True
         rv = _parse_rv(meta.get("resourceVersion"))
         current = _parse_rv(existing["metadata"].get("resourceVersion"))
         if rv == 0 and not rt.allow_unconditional_update:
@@ -267,21 +281,13 @@ class Registry:
             raise ApiError.conflict(rt, name)
         # BeforeUpdate: what the client cannot change comes from the stored object.
         old_meta = existing["metadata"]
-        for kept in (
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ):
+        for server_owned in _CLEARED_ON_CREATE:
+            meta.pop(server_owned, None)
+        for kept in _KEPT_ON_UPDATE:
             if kept in old_meta:
                 meta[kept] = old_meta[kept]
-            else:
-                meta.pop(kept, None)
-        meta.pop("selfLink", None)
-        meta.pop("managedFields", None)
         self._validate(rt, obj, name)
-        return self.store.put(rt, _canonical(rt, obj)), False
+        return self.store.put(rt, _canonical(obj)), False
 
     def patch(
         self, rt: ResourceType, namespace: str, name: str, data: bytes, content_type: str
@@ -302,7 +308,7 @@ class Registry:
             raise ApiError.bad_request(
                 "Invalid JSON Patch" if media == MERGE_PATCH else str(exc)
             ) from None
-        current = {"kind": rt.kind, "apiVersion": rt.api_version, **_mutable(existing)}
+        current = {"kind": rt.kind, "apiVersion": rt.api_version, **copy.deepcopy(dict(existing))}
         try:
             if media == JSON_PATCH:
                 patched = json_patch(current, patch)
@@ -323,11 +329,7 @@ class Registry:
             raise ApiError.bad_request(f"the patched object is not a {rt.kind}")
         obj = self.decode_document(rt, patched)
         self._ensure_namespace(obj, namespace)
-        if (obj["metadata"].get("name") or "") != name:
-            raise ApiError.bad_request(
-                f"the name of the object ({obj['metadata'].get('name') or ''}) does not match "
-                f"the name on the URL ({name})"
-            )
+        self._check_name(obj, name)
         stored, _ = self._update(rt, namespace, name, obj)
         return stored
 
@@ -400,14 +402,10 @@ _META_ORDER = (
 )
 
 
-def _canonical(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
+def _canonical(obj: Mapping[str, Any]) -> dict[str, Any]:
     """Fields in Go struct order (metadata first), without kind/apiVersion, as stored."""
     meta = obj["metadata"]
     ordered_meta = {k: meta[k] for k in _META_ORDER if k in meta}
     ordered_meta.update((k, v) for k, v in meta.items() if k not in ordered_meta)
     rest = {k: v for k, v in obj.items() if k not in ("metadata", "kind", "apiVersion")}
     return {"metadata": ordered_meta, **rest}
-
-
-def _mutable(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(obj))

@@ -20,7 +20,11 @@ from typing import Any
 __all__ = [
     "DecodeError",
     "Struct",
+    "format_micro_time",
+    "format_time",
     "go_json_loads",
+    "json_kind",
+    "parse_go_time",
     "summarize",
 ]
 
@@ -240,7 +244,7 @@ _ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
 # --- typed decoding ----------------------------------------------------------------------------
 
 
-def _json_kind(value: object) -> str:
+def json_kind(value: object) -> str:
     """The JSON type name Go puts in ``UnmarshalTypeError.Value``."""
     if isinstance(value, bool):
         return "bool"
@@ -261,7 +265,7 @@ class _Context:
 
     def mismatch(self, value: object, struct: str, path: str, go_type: str) -> None:
         if self.saved is None:
-            shown = _json_kind(value)
+            shown = json_kind(value)
             if (
                 isinstance(value, (int, float))
                 and not isinstance(value, bool)
@@ -347,7 +351,7 @@ def _time(layout: str, render: Callable[[datetime], str]) -> Decoder:
     def decode(value: object, ctx: _Context, struct: str, path: str) -> object:
         if not isinstance(value, str):
             raise DecodeError(
-                f"json: cannot unmarshal {_json_kind(value)} into Go value of type string"
+                f"json: cannot unmarshal {json_kind(value)} into Go value of type string"
             )
         moment = parse_go_time(value, layout)
         return _Absent if moment == _ZERO_TIME else render(moment)

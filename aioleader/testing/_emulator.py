@@ -190,8 +190,8 @@ class KubeEmulator:
         ep = self._endpoints.get(client)
         if ep is None:
             ep = ClientEndpoint(client, self._host, port, self.faults(client), self._server.handle)
+            ep.open()
             self._endpoints[client] = ep
-            ep._reconcile()
         await ep.wait_listening()
         return ep
 

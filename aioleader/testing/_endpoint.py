@@ -48,7 +48,8 @@ class ClientEndpoint:
     """A port of the emulator dedicated to one simulated client.
 
     Get one with :meth:`KubeEmulator.endpoint`; point a client at :attr:`url` and break its
-    connection through :attr:`faults`.
+    connection through :attr:`faults`. Its public face is :attr:`name`, :attr:`url`,
+    :attr:`port`, :attr:`faults` and :attr:`listening`; the other members serve the emulator.
     """
 
     def __init__(self, name: str, host: str, port: int, faults: Faults, handler: Handler) -> None:
@@ -67,7 +68,6 @@ class ClientEndpoint:
         self._changed = _Signal()
         self.watchers: set[Watcher] = set()
         self.in_flight = 0
-        faults._subscribe(self._reconcile)
 
     def __repr__(self) -> str:
         return f"<ClientEndpoint {self._name!r} {self.url} {self._faults!r}>"
@@ -79,6 +79,7 @@ class ClientEndpoint:
 
     @property
     def host(self) -> str:
+        """The interface it listens on."""
         return self._host
 
     @property
@@ -99,10 +100,11 @@ class ClientEndpoint:
 
     @property
     def listening(self) -> bool:
+        """Whether connects are accepted (false while partitioned ``"refuse"`` or restarting)."""
         return self._sock is not None
 
     @property
-    def closing(self) -> bool:
+    def closed(self) -> bool:
         return self._closed
 
     # -- listening --------------------------------------------------------------------------
@@ -154,14 +156,21 @@ class ClientEndpoint:
         for watcher in self.watchers:
             watcher.wakeup.set()
 
-    async def start(self) -> None:
+    def open(self) -> None:
+        """Start listening (unless partitioned); raises OSError if the port cannot be bound.
+
+        From then on the socket follows the faults (see :meth:`_reconcile`).
+        """
         self._reconcile()
-        await self.wait_listening()
+        self._faults._subscribe(self._reconcile)
 
     async def wait_listening(self) -> None:
         """Wait until aiohttp serves the socket (connects are queued, never refused, before)."""
-        if self._starting is not None:
-            await asyncio.wait([self._starting])
+        task = self._starting
+        if task is not None:
+            await asyncio.wait([task])
+            if not task.cancelled():  # cancelled: a partition came first
+                task.result()
 
     def set_down(self, down: bool) -> None:
         """Take the port down (connections reset, connects refused) or bring it back."""

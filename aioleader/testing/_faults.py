@@ -84,7 +84,12 @@ class Faults:
 
     Network faults: :meth:`partition` (``"refuse"`` or ``"blackhole"``), undone by :meth:`heal`.
 
-    Call the methods from the event loop's thread (they may act on sockets).
+    Mind the client's own retry: kubernetes_asyncio's aiohttp session resends a GET, PUT or
+    DELETE once when the connection drops, so ``drop_next(2)`` is what makes a GET fail, and a
+    PUT dropped after it was applied comes back as a 409 Conflict with itself.
+
+    Get a client's faults from :meth:`KubeEmulator.faults`; call the methods from the event
+    loop's thread (they may act on sockets).
     """
 
     def __init__(self, seed: object = None) -> None:
@@ -92,7 +97,7 @@ class Faults:
         self.reply_latency = 0.0
         self.error_rate = 0.0
         self.error_status = 500
-        self.error_verbs: frozenset[str] | None = None
+        self.error_verbs: Collection[str] | None = None
         self._rng = random.Random(str(seed))
         self._hang = False
         self._watch_silence = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ._status import ApiError
@@ -88,53 +89,61 @@ _EXISTS_TERM = re.compile(rf"(!?)\s*({_KEY})")
 _COMPARE_TERM = re.compile(rf"({_KEY})\s*(==|=|!=|>|<)\s*({_VALUE})")
 
 
-def _label_predicate(selector: str) -> Predicate:
-    tests: list[Callable[[Mapping[str, str]], bool]] = []
-    for term in _split_terms(selector):
-        if match := _SET_TERM.fullmatch(term):
-            key, op, raw = match.groups()
-            values = frozenset(v.strip() for v in raw.split(","))
-            if op == "in":
-                tests.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                tests.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
-        elif match := _COMPARE_TERM.fullmatch(term):
-            key, op, value = match.groups()
-            if op in ("=", "=="):
-                tests.append(lambda labels, k=key, v=value: labels.get(k) == v)
-            elif op == "!=":
-                tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                if not re.fullmatch(r"-?[0-9]+", value):
-                    raise ApiError.bad_request(
-                        f"unable to parse requirement: for 'Gt', 'Lt' operators, the value "
-                        f"must be an integer: {value!r}"
-                    )
-                tests.append(_compare(key, int(value), greater=op == ">"))
-        elif match := _EXISTS_TERM.fullmatch(term):
-            negate, key = match.groups()
-            tests.append(lambda labels, k=key, n=bool(negate): (k in labels) != n)
-        else:
+@dataclass(frozen=True)
+class _Requirement:
+    """One ``labels.Requirement``: a key, an operator and its values."""
+
+    key: str
+    op: str  # in, notin, exists, !, gt, lt (= and == are "in", != is "notin")
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        value = labels.get(self.key)
+        if self.op == "in":
+            return value in self.values
+        if self.op == "notin":
+            return value not in self.values
+        if self.op == "exists":
+            return value is not None
+        if self.op == "!":
+            return value is None
+        if value is None or not re.fullmatch(r"-?[0-9]+", value):
+            return False
+        (bound,) = self.values
+        return int(value) > int(bound) if self.op == "gt" else int(value) < int(bound)
+
+
+def _requirement(selector: str, term: str) -> _Requirement:
+    if match := _SET_TERM.fullmatch(term):
+        key, op, raw = match.groups()
+        return _Requirement(key, op, frozenset(v.strip() for v in raw.split(",")))
+    if match := _COMPARE_TERM.fullmatch(term):
+        key, op, value = match.groups()
+        if op in ("=", "==", "!="):
+            return _Requirement(key, "notin" if op == "!=" else "in", frozenset([value]))
+        if not re.fullmatch(r"-?[0-9]+", value):
             raise ApiError.bad_request(
-                f"unable to parse requirement: couldn't parse the selector string "
-                f'"{selector}": unexpected term {term!r}'
+                "unable to parse requirement: for 'Gt', 'Lt' operators, the value must be an "
+                f"integer: {value!r}"
             )
+        return _Requirement(key, "gt" if op == ">" else "lt", frozenset([value]))
+    if match := _EXISTS_TERM.fullmatch(term):
+        negate, key = match.groups()
+        return _Requirement(key, "!" if negate else "exists")
+    raise ApiError.bad_request(
+        f'unable to parse requirement: couldn\'t parse the selector string "{selector}": '
+        f"unexpected term {term!r}"
+    )
+
+
+def _label_predicate(selector: str) -> Predicate:
+    requirements = [_requirement(selector, term) for term in _split_terms(selector)]
 
     def matches(obj: Mapping[str, Any]) -> bool:
         labels = (obj.get("metadata") or {}).get("labels") or {}
-        return all(test(labels) for test in tests)
+        return all(requirement.matches(labels) for requirement in requirements)
 
     return matches
-
-
-def _compare(key: str, bound: int, *, greater: bool) -> Callable[[Mapping[str, str]], bool]:
-    def test(labels: Mapping[str, str]) -> bool:
-        value = labels.get(key)
-        if value is None or not re.fullmatch(r"-?[0-9]+", value):
-            return False
-        return int(value) > bound if greater else int(value) < bound
-
-    return test
 
 
 def selector_predicate(

@@ -21,6 +21,7 @@ from ._api import Registry
 from ._clock import ServerClock
 from ._decode import DecodeError, go_json_loads
 from ._endpoint import ClientEndpoint, Dropped
+from ._faults import Faults
 from ._log import RequestLog, RequestRecord
 from ._resources import ResourceType
 from ._routes import Operation, resolve
@@ -134,26 +135,12 @@ class ApiServer:
         if faults.latency > 0:
             await asyncio.sleep(faults.latency)
         await ep.wait_while(lambda: faults._holds_requests)
-        planned = faults._take(("fail", "drop"), op.verb)
-        injected = None
-        if planned is not None and planned.action == "drop":
-            outcome.fault = "drop"
-            raise Dropped
-        if planned is not None:
-            outcome.fault = "fail"
-            injected = self._injected(
-                planned.status, planned.retry_after, planned.body, planned.content_type
-            )
-        elif (status := faults._roll_error(op.verb)) is not None:
-            outcome.fault = "error_rate"
-            injected = self._injected(status, None, None, None)
-        if injected is not None:
-            response: web.StreamResponse = injected
-        elif op.verb == "watch" and op.error is None and op.rt is not None:
-            return await self._watch(ep, request, op, outcome)
-        else:
+        response = self._injected(faults, op.verb, outcome)
+        if response is None:
+            if op.verb == "watch" and op.error is None:
+                return await self._watch(ep, request, op, outcome)
             response = await self._respond(request, op)
-            if op.verb != "watch" and faults._take(("apply_then_drop",), op.verb) is not None:
+            if op.verb != "watch" and faults._take(("apply_then_drop",), op.verb):
                 outcome.fault = "apply_then_drop"
                 raise Dropped
         if faults.reply_latency > 0:
@@ -162,12 +149,24 @@ class ApiServer:
         return response
 
     @staticmethod
-    def _injected(
-        status: int, retry_after: float | None, body: bytes | None, content_type: str | None
-    ) -> web.Response:
+    def _injected(faults: Faults, verb: str, outcome: _Outcome) -> web.Response | None:
+        """The answer of a one-shot or random failure, if one applies; raises for a drop."""
+        planned = faults._take(("fail", "drop"), verb)
+        if planned is not None and planned.action == "drop":
+            outcome.fault = "drop"
+            raise Dropped
+        if planned is not None:
+            outcome.fault = "fail"
+            status, retry_after, body = planned.status, planned.retry_after, planned.body
+        elif (rolled := faults._roll_error(verb)) is not None:
+            outcome.fault = "error_rate"
+            status, retry_after, body = rolled, None, None
+        else:
+            return None
         error = ApiError.injected(status, retry_after)
         if body is None:
             return _json_response(status, error.status(), error.headers)
+        content_type = planned.content_type if planned is not None else None
         return web.Response(
             status=status,
             body=body,
@@ -328,7 +327,7 @@ class ApiServer:
                 }
             )
 
-        while not ep.closing:
+        while not ep.closed:
             # Clear before draining: anything arriving while we write sets it again.
             watcher.wakeup.clear()
             now = loop.time()

@@ -213,7 +213,7 @@ class ApiError(Exception):
                 503,
                 "ServiceUnavailable",
                 "the server is currently unable to handle the request",
-                {"retryAfterSeconds": seconds},
+                {"retryAfterSeconds": seconds} if seconds else None,
                 headers=headers,
             )
         if code == 504:
@@ -221,7 +221,7 @@ class ApiError(Exception):
                 504,
                 "Timeout",
                 "Timeout: request did not complete within the allowed duration",
-                {"retryAfterSeconds": seconds},
+                {"retryAfterSeconds": seconds} if seconds else None,
                 headers=headers,
             )
         return cls(code, "", f"injected failure {code}", headers=headers)

@@ -15,6 +15,8 @@ from ._leadership import LeadershipStatistics as LeadershipStatistics
 from ._leadership import Term as Term
 from ._lock import Lock as Lock
 from ._lock import Observed as Observed
+from ._metrics import ElectionMetrics as ElectionMetrics
+from ._metrics import PrometheusMetrics as PrometheusMetrics
 from ._record import LeaderElectionRecord as LeaderElectionRecord
 from ._timing import Timing as Timing
 
@@ -23,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = (
     "AioleaderError",
     "ElectionError",
+    "ElectionMetrics",
     "ForbiddenError",
     "LeaderElectionRecord",
     "Leadership",
@@ -32,6 +35,7 @@ __all__ = (
     "LockError",
     "LockNotFound",
     "Observed",
+    "PrometheusMetrics",
     "Term",
     "Timing",
     "campaign",

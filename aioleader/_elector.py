@@ -37,6 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._exceptions import AioleaderError, ElectionError, LockConflict, LockError
 from ._leadership import Leadership, LeadershipStatistics, Term, _Leading
 from ._lock import Lock, Observed
+from ._metrics import ElectionMetrics
 from ._record import LeaderElectionRecord
 from ._timing import Timing
 
@@ -94,6 +95,20 @@ def _validate(lock: Lock, timing: Timing | None) -> Timing:
     return timing
 
 
+class _RequestTimeout(LockError):
+    """A request that did not complete within its bound (counted as ``timeout`` in metrics)."""
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, LockConflict):
+        return "conflict"
+    if isinstance(exc, _RequestTimeout):
+        return "timeout"
+    if isinstance(exc, LockError):
+        return "transient"
+    return "fatal"
+
+
 @dataclass
 class _Counters:
     terms: int = 0
@@ -118,8 +133,12 @@ class _Elector:
         on_stopped_leading: StoppedCallback | None,
         on_new_leader: NewLeaderCallback | None,
         rng: random.Random | None,
+        name: str | None = None,
+        metrics: ElectionMetrics | None = None,
     ) -> None:
         timing = _validate(lock, timing)
+        self.name = name if name is not None else lock.describe()
+        self.metrics = metrics
         self.lock = lock
         self.timing = timing
         self.identity = lock.identity
@@ -164,6 +183,9 @@ class _Elector:
                 try:
                     task_status.started(self.leadership)
                     await self._campaign()
+                except AioleaderError as exc:
+                    self._failed(exc)
+                    raise
                 finally:
                     with anyio.CancelScope(shield=True):
                         await self._shutdown()
@@ -209,7 +231,7 @@ class _Elector:
             with anyio.fail_after(timeout):
                 return await operation(timeout=timeout)
         except TimeoutError as exc:
-            raise LockError(
+            raise _RequestTimeout(
                 f"{self.lock.describe()}: request timed out after {timeout:g}s"
             ) from exc
 
@@ -243,8 +265,10 @@ class _Elector:
     def _expired(self, record: LeaderElectionRecord) -> bool:
         return anyio.current_time() >= self._observed_at + self._duration(record)
 
-    def _failed(self, exc: LockError) -> None:
+    def _failed(self, exc: AioleaderError) -> None:
         self.counters.last_error = f"{type(exc).__name__}: {exc}"
+        if self.metrics is not None:
+            self.metrics.api_error(self.name, _error_kind(exc))
         logger.debug("%s: %s", self.lock.describe(), exc, extra=self._log_extra)
 
     # -- acquiring -----------------------------------------------------------------------------------
@@ -324,6 +348,9 @@ class _Elector:
         )
         self._stopped_pending = term
         self.leadership._begin(term)
+        if self.metrics is not None:
+            self.metrics.term_started(self.name)
+            self.metrics.leading(self.name, True)
         logger.info(
             "%s: %s became leader (term %d, fencing token %d)",
             self.lock.describe(),
@@ -373,6 +400,7 @@ class _Elector:
 
     async def _renew_pass(self, term: Term) -> None:
         """Renew, retrying transient failures every RP, until success or the term's deadline."""
+        started = anyio.current_time()
         while term._reason is None:
             now = anyio.current_time()
             remaining = term.deadline - now
@@ -388,6 +416,8 @@ class _Elector:
                 self._failed(exc)
             else:
                 if renewed:
+                    if self.metrics is not None:
+                        self.metrics.renewed(self.name, anyio.current_time() - started)
                     return
                 self._end_term(term, "lost")
                 return
@@ -404,6 +434,8 @@ class _Elector:
                 observed = await self._request(partial(self.lock.update, record), timeout)
             except LockConflict:
                 self.counters.slow_path += 1
+                if self.metrics is not None:
+                    self.metrics.slow_path(self.name)
                 fresh = await self._request(self.lock.get, self._time_left(term))
                 if fresh is None:
                     return False  # deleted: whoever creates it next is the holder, not us
@@ -442,6 +474,8 @@ class _Elector:
             return
         term._end(reason)
         self.leadership._after_end()
+        if self.metrics is not None:
+            self.metrics.leading(self.name, False)
         # A lost or expired term is worth a warning; a shutdown is routine.
         level = logging.INFO if reason == "stopped" else logging.WARNING
         logger.log(
@@ -576,6 +610,8 @@ async def campaign(
     on_stopped_leading: StoppedCallback | None = None,
     on_new_leader: NewLeaderCallback | None = None,
     rng: random.Random | None = None,
+    name: str | None = None,
+    metrics: ElectionMetrics | None = None,
     task_status: TaskStatus[Leadership] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Campaign for ``lock`` until cancelled, for task groups::
@@ -589,6 +625,8 @@ async def campaign(
     term's cancel scope; ``on_stopped_leading(term)`` runs after that work has finished (and after
     the release); ``on_new_leader(identity)`` runs, in order, whenever the observed holder changes
     (``""`` when the lock is released). ``rng`` makes the retry jitter reproducible in tests.
+    ``name`` labels logs and metrics (default: the lock's ``describe()``); ``metrics`` receives the
+    elector's measurements (e.g. :class:`~aioleader.PrometheusMetrics`).
     """
     elector = _Elector(
         lock,
@@ -598,6 +636,8 @@ async def campaign(
         on_stopped_leading=on_stopped_leading,
         on_new_leader=on_new_leader,
         rng=rng,
+        name=name,
+        metrics=metrics,
     )
     await elector.run(task_status=task_status)
 
@@ -612,6 +652,8 @@ async def elect(
     on_stopped_leading: StoppedCallback | None = None,
     on_new_leader: NewLeaderCallback | None = None,
     rng: random.Random | None = None,
+    name: str | None = None,
+    metrics: ElectionMetrics | None = None,
 ) -> AsyncIterator[Leadership]:
     """Campaign for ``lock`` in the background for the duration of the block::
 
@@ -634,6 +676,8 @@ async def elect(
         on_stopped_leading=on_stopped_leading,
         on_new_leader=on_new_leader,
         rng=rng,
+        name=name,
+        metrics=metrics,
     )
     try:
         async with anyio.create_task_group() as tg:

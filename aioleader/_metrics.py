@@ -1,0 +1,114 @@
+"""Metrics hooks of the elector, and a Prometheus implementation (the ``metrics`` extra).
+
+client-go exports two gauges/counters through a global provider; aioleader takes the provider as an
+argument (``elect(lock, metrics=PrometheusMetrics())``) so that tests and multi-election processes
+stay independent, and keeps client-go's names and meaning for those two:
+
+* ``leader_election_master_status{name}`` — 1 while this process leads, else 0;
+* ``leader_election_slowpath_total{name}`` — renewals that fell back from the one-request fast
+  path to a GET.
+
+plus ``aioleader_*``: terms started, renewal latency, API errors by kind.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["ElectionMetrics", "PrometheusMetrics"]
+
+
+@runtime_checkable
+class ElectionMetrics(Protocol):
+    """What the elector reports. Every method must be fast and must not raise."""
+
+    def leading(self, name: str, leading: bool) -> None:
+        """This candidate started (True) or stopped (False) leading election ``name``."""
+
+    def term_started(self, name: str) -> None:
+        """A new term began (this candidate acquired the lock)."""
+
+    def renewed(self, name: str, seconds: float) -> None:
+        """A renewal succeeded; ``seconds`` from its first request's send to success."""
+
+    def slow_path(self, name: str) -> None:
+        """A renewal fell back from the fast path (update) to the slow path (GET first)."""
+
+    def api_error(self, name: str, kind: str) -> None:
+        """A request failed: ``kind`` is ``conflict``, ``timeout``, ``transient`` or ``fatal``."""
+
+
+class PrometheusMetrics:
+    """:class:`ElectionMetrics` on prometheus-client, in ``registry`` (default: the global one).
+
+    ::
+
+        from prometheus_client import CollectorRegistry
+        registry = CollectorRegistry()
+        async with elect(lock, metrics=PrometheusMetrics(registry)) as leadership: ...
+
+    Create one per registry and share it between elections: series are labelled by ``name``.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, namespace: str = "") -> None:
+        try:
+            import prometheus_client as prom
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "PrometheusMetrics needs prometheus-client: pip install 'aioleader[metrics]'"
+            ) from exc
+        kwargs: dict[str, Any] = {"registry": registry if registry is not None else prom.REGISTRY}
+        if namespace:
+            kwargs["namespace"] = namespace
+        self._status = prom.Gauge(
+            "leader_election_master_status",
+            "Gauge of if the reporting system is master of the relevant lease, "
+            "0 indicates backup, 1 indicates master. 'name' is the string used to identify "
+            "the lease.",
+            ["name"],
+            **kwargs,
+        )
+        self._slowpath = prom.Counter(
+            "leader_election_slowpath",
+            "Total number of slow path exercised in renewing leader leases. 'name' is the string "
+            "used to identify the lease.",
+            ["name"],
+            **kwargs,
+        )
+        self._terms = prom.Counter(
+            "aioleader_terms",
+            "Terms of leadership started by this process.",
+            ["name"],
+            **kwargs,
+        )
+        self._renew = prom.Histogram(
+            "aioleader_renew_duration_seconds",
+            "Time from sending a renewal to its success (retries included).",
+            ["name"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            **kwargs,
+        )
+        self._errors = prom.Counter(
+            "aioleader_api_errors",
+            "Failed lock requests by kind (conflict, timeout, transient, fatal).",
+            ["name", "kind"],
+            **kwargs,
+        )
+
+    def leading(self, name: str, leading: bool) -> None:
+        self._status.labels(name=name).set(1 if leading else 0)
+
+    def term_started(self, name: str) -> None:
+        self._terms.labels(name=name).inc()
+
+    def renewed(self, name: str, seconds: float) -> None:
+        self._renew.labels(name=name).observe(seconds)
+
+    def slow_path(self, name: str) -> None:
+        self._slowpath.labels(name=name).inc()
+
+    def api_error(self, name: str, kind: str) -> None:
+        self._errors.labels(name=name, kind=kind).inc()

@@ -10,6 +10,10 @@ from ._exceptions import ForbiddenError as ForbiddenError
 from ._exceptions import LockConflict as LockConflict
 from ._exceptions import LockError as LockError
 from ._exceptions import LockNotFound as LockNotFound
+from ._health import HealthStatus as HealthStatus
+from ._health import check_health as check_health
+from ._health import healthz_app as healthz_app
+from ._health import serve_healthz as serve_healthz
 from ._leadership import Leadership as Leadership
 from ._leadership import LeadershipStatistics as LeadershipStatistics
 from ._leadership import Term as Term
@@ -17,6 +21,9 @@ from ._lock import Lock as Lock
 from ._lock import Observed as Observed
 from ._metrics import ElectionMetrics as ElectionMetrics
 from ._metrics import PrometheusMetrics as PrometheusMetrics
+from ._observer import LeaderChange as LeaderChange
+from ._observer import LeaderChanges as LeaderChanges
+from ._observer import observe as observe
 from ._record import LeaderElectionRecord as LeaderElectionRecord
 from ._timing import Timing as Timing
 
@@ -27,6 +34,9 @@ __all__ = (
     "ElectionError",
     "ElectionMetrics",
     "ForbiddenError",
+    "HealthStatus",
+    "LeaderChange",
+    "LeaderChanges",
     "LeaderElectionRecord",
     "Leadership",
     "LeadershipStatistics",
@@ -39,5 +49,9 @@ __all__ = (
     "Term",
     "Timing",
     "campaign",
+    "check_health",
     "elect",
+    "healthz_app",
+    "observe",
+    "serve_healthz",
 )

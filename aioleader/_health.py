@@ -14,6 +14,7 @@ Three ways to expose it:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,7 +134,5 @@ async def _reply(stream: SocketStream, code: int, text: str) -> None:
         f"HTTP/1.0 {code} {reason[code]}\r\ncontent-type: text/plain; charset=utf-8\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     ).encode()
-    try:
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
         await stream.send(head + body)
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        pass

@@ -902,3 +902,24 @@ async def test_emulator_fixture_is_usable(emulator: KubeEmulator) -> None:
     await client.CoordinationV1Api(api).create_namespaced_lease("default", lease_body("x"))
     assert emulator.get_object("leases", "default", "x") is not None
     assert emulator.statistics().objects == 1
+
+
+@pytest.mark.emulator_only
+async def test_testing_exports() -> None:
+    import aioleader.testing as testing
+
+    assert sorted(testing.__all__) == sorted(
+        [
+            "VERBS",
+            "WRITE_VERBS",
+            "ClientEndpoint",
+            "EmulatorStatistics",
+            "Faults",
+            "KubeEmulator",
+            "MemoryLock",
+            "RequestRecord",
+            "ServerClock",
+        ]
+    )
+    for name in testing.__all__:
+        assert getattr(testing, name) is not None

@@ -1,9 +1,13 @@
 """Leader election locks stored in Kubernetes objects, through kubernetes_asyncio.
 
 :class:`LeaseLock` (a ``coordination.k8s.io/v1`` Lease) is the lock to use; it is what client-go,
-controller-runtime and kube-controller-manager use today.
+controller-runtime and kube-controller-manager use today. :class:`ConfigMapLock` and
+:class:`EndpointsLock` keep client-go's older annotation record, for interoperating with peers
+that still use it and for migrating them to a Lease (:class:`aioleader.locks.MultiLock`).
 """
 
+from ._configmap import ConfigMapLock as ConfigMapLock
+from ._endpoints import EndpointsLock as EndpointsLock
 from ._lease import LeaseLock as LeaseLock
 
-__all__ = ("LeaseLock",)
+__all__ = ("ConfigMapLock", "EndpointsLock", "LeaseLock")

@@ -62,6 +62,7 @@ __all__ = [
     "decode_object",
     "default_identity",
     "error_for",
+    "read_reply",
 ]
 
 #: The bound of a request made with ``timeout=None``. Never unbounded: a request without a deadline
@@ -412,6 +413,40 @@ class KubeClient:
             retry_after=response.headers.get("Retry-After"),
         )
 
+    async def open_stream(
+        self,
+        verb: str,
+        ref: ObjectRef,
+        send: Send,
+        *,
+        sock_connect: float,
+        sock_read: float,
+    ) -> aiohttp.ClientResponse:
+        """Start a streaming call (a watch) and return the response once its headers are in.
+
+        The caller owns the response, whatever its status, and must ``close()`` it. A stream
+        lives as long as the server keeps it open, so there is no total timeout: aiohttp bounds
+        connecting by ``sock_connect`` and every read, the headers included, by ``sock_read``
+        (a silent stream fails with a timeout). :func:`anyio.fail_after` with their sum is the
+        backstop for the opening, as in :meth:`request` (credential plugins can hang).
+
+        Raises :class:`LockError` if no response arrives (its ``__cause__`` is a
+        :class:`TimeoutError` when the server stayed silent) and :class:`ElectionError` if no
+        client can be configured.
+        """
+        client_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=sock_connect, sock_read=sock_read
+        )
+        bound = sock_connect + sock_read
+        try:
+            with anyio.fail_after(bound):
+                api_client = await self._client(ref)
+                return await send(api_client, client_timeout)
+        except TimeoutError as exc:  # before OSError: TimeoutError is one
+            raise LockError(f"cannot {verb} {ref}: no response within {bound:g} s") from exc
+        except (aiohttp.ClientError, OSError, ApiException, ConfigException) as exc:
+            raise LockError(f"cannot {verb} {ref}: {type(exc).__name__}: {exc}") from exc
+
     async def aclose(self) -> None:
         """Close the client if we built it; a borrowed client stays open. Idempotent."""
         self._closed = True
@@ -421,6 +456,30 @@ class KubeClient:
             # with an "Unclosed client session" warning), but it must not hang either.
             with anyio.move_on_after(5, shield=True):
                 await client.close()
+
+
+async def read_reply(
+    verb: str, ref: ObjectRef, response: aiohttp.ClientResponse, *, timeout: float
+) -> Reply:
+    """Read the rest of a response opened by :meth:`KubeClient.open_stream` (an error reply)
+    within ``timeout`` seconds. The caller still closes the response. Raises :class:`LockError`
+    if the body cannot be read."""
+    try:
+        with anyio.fail_after(timeout):
+            body = await response.read()
+    except TimeoutError as exc:
+        raise LockError(
+            f"cannot {verb} {ref}: the reply was not read within {timeout:g} s"
+        ) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise LockError(f"cannot {verb} {ref}: {type(exc).__name__}: {exc}") from exc
+    return Reply(
+        status=response.status,
+        reason=response.reason or "",
+        content_type=response.headers.get("Content-Type", ""),
+        body=body,
+        retry_after=response.headers.get("Retry-After"),
+    )
 
 
 def _config_source() -> tuple[str | None, str]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import random
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Final
 
+import aiohttp
 import anyio.lowlevel
 from kubernetes_asyncio.client import ApiClient, CoordinationV1Api
 
@@ -23,6 +25,7 @@ from ._client import (
     decode_object,
     error_for,
 )
+from ._watch import WatchOptions, watch_object
 
 __all__ = ["LeaseLock"]
 
@@ -186,6 +189,60 @@ class LeaseLock(Lock):
         )
         return self._accept("update", reply)
 
+    @property
+    def supports_watch(self) -> bool:
+        return True
+
+    def watch(
+        self,
+        *,
+        relist_interval: float = 60.0,
+        timeout_seconds: int = 290,
+        sock_connect: float = 10.0,
+        sock_read: float = 90.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> AsyncGenerator[Observed | None, None]:
+        """Yield the Lease now and each time its record changes (``None`` while it does not exist).
+
+        Synopsis::
+
+            async with contextlib.aclosing(lock.watch()) as states:
+                async for observed in states:
+                    print(observed.record.holder_identity if observed else "no lease")
+
+        A list by name, then a watch from the list's resourceVersion with bookmarks, resumed from
+        the last version seen after disconnects (exponential backoff from ``backoff_initial`` to
+        ``backoff_max`` seconds, jittered), re-listed after 410 Expired or a silence longer than
+        ``sock_read``, and checked by a safety re-read every ``relist_interval`` seconds. Only
+        changes of the record or of the Lease's existence are yielded: not bookmarks, not
+        metadata-only updates. Transient errors are retried forever; 403 raises
+        :class:`~aioleader.ForbiddenError` (the watch needs the RBAC verbs ``list`` and
+        ``watch`` on ``leases``). See :mod:`aioleader.kubernetes._watch` for the details.
+
+        The watch never touches the object cached for :meth:`update`: an elector decides on what
+        it read itself, and a newer version slipped into the cache would let it overwrite a
+        record it never looked at. Options are checked here (:class:`ValueError`); nothing is
+        sent before the first iteration.
+        """
+        options = WatchOptions(
+            relist_interval=relist_interval,
+            timeout_seconds=timeout_seconds,
+            sock_connect=sock_connect,
+            sock_read=sock_read,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
+        return watch_object(self._client, self._ref, self._list, _observed_lease, options, rng=rng)
+
+    def _list(
+        self, api_client: ApiClient, query: Mapping[str, Any], timeout: aiohttp.ClientTimeout
+    ) -> Any:
+        return _leases(api_client).list_namespaced_lease(
+            self.namespace, **query, _preload_content=False, _request_timeout=timeout
+        )
+
     async def aclose(self) -> None:
         """Close the API client if the lock built it; a client passed in stays open."""
         await self._client.aclose()
@@ -198,8 +255,13 @@ class LeaseLock(Lock):
             raise error_for(verb, self._ref, reply)
         lease, version = decode_object(verb, self._ref, reply, _KIND)
         self._cached = lease
-        spec = lease.get("spec")
-        # Canonical bytes of the spec as stored, so that any change, even one in a field we do not
-        # model or cannot parse, reads as a change.
-        raw = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        return Observed(record=record_from_lease_spec(spec), raw=raw, version=version)
+        return _observed_lease(lease, version)
+
+
+def _observed_lease(lease: dict[str, Any], version: str) -> Observed:
+    """The record of a Lease (the JSON dict) at ``version``."""
+    spec = lease.get("spec")
+    # Canonical bytes of the spec as stored, so that any change, even one in a field we do not
+    # model or cannot parse, reads as a change (and a metadata-only change does not).
+    raw = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return Observed(record=record_from_lease_spec(spec), raw=raw, version=version)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Final
 
+import anyio
 import anyio.lowlevel
 
 from .._exceptions import LockConflict, LockError
@@ -14,6 +18,34 @@ from .._record import LeaderElectionRecord, record_from_lease_spec, record_to_le
 __all__ = ["MemoryLock"]
 
 
+# Changes a watcher may fall behind by before it is resynchronised to the latest state (as a
+# Kubernetes watch is re-listed after 410 Expired).
+_WATCH_BACKLOG: Final = 1000
+
+
+class _Watcher:
+    """One watch's queue of changes, fed synchronously by every write."""
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[bytes | None, int]] = deque()
+        self.wakeup: anyio.Event | None = None
+
+    def offer(self, raw: bytes | None, version: int) -> None:
+        if len(self.pending) >= _WATCH_BACKLOG:
+            self.pending.clear()  # too far behind: only the latest state matters
+        self.pending.append((raw, version))
+        if self.wakeup is not None:
+            self.wakeup.set()
+
+    async def next(self) -> tuple[bytes | None, int]:
+        while not self.pending:
+            # anyio Events cannot be cleared: a fresh one per wait. No checkpoint between the
+            # check and the wait, so no write can slip in unnoticed.
+            self.wakeup = anyio.Event()
+            await self.wakeup.wait()
+        return self.pending.popleft()
+
+
 @dataclass
 class _Slot:
     """The shared state behind sibling :class:`MemoryLock` instances."""
@@ -21,6 +53,11 @@ class _Slot:
     raw: bytes | None = None
     version: int = 0
     writes: int = 0
+    watchers: set[_Watcher] = field(default_factory=set)
+
+    def changed(self) -> None:
+        for watcher in self.watchers:
+            watcher.offer(self.raw, self.version)
 
 
 class MemoryLock(Lock):
@@ -69,16 +106,13 @@ class MemoryLock(Lock):
     def _observed(self) -> Observed:
         assert self._slot.raw is not None
         self._cached = self._slot.version
-        return Observed(
-            record=record_from_lease_spec(json.loads(self._slot.raw)),
-            raw=self._slot.raw,
-            version=str(self._slot.version),
-        )
+        return _observed(self._slot.raw, self._slot.version)
 
     def _write(self, record: LeaderElectionRecord) -> None:
         self._slot.raw = json.dumps(record_to_lease_spec(record), sort_keys=True).encode()
         self._slot.version += 1
         self._slot.writes += 1
+        self._slot.changed()
 
     async def get(self, *, timeout: float | None = None) -> Observed | None:
         await anyio.lowlevel.checkpoint()
@@ -122,3 +156,44 @@ class MemoryLock(Lock):
         """Remove the lock object (tests: a lock deleted under a running election)."""
         self._slot.raw = None
         self._slot.version += 1
+        self._slot.changed()
+
+    # -- watch ---------------------------------------------------------------------------------------
+
+    @property
+    def supports_watch(self) -> bool:
+        return True
+
+    def watch(self) -> AsyncGenerator[Observed | None, None]:
+        """Yield the lock now and at each change of its record or existence (``None`` while it
+        does not exist), as :meth:`LeaseLock.watch <aioleader.kubernetes.LeaseLock.watch>` does.
+
+        Every write is delivered the moment it lands, in order (a watcher more than 1000 changes
+        behind skips to the latest state), so observers on fake clocks see exact times. Rewriting
+        identical bytes yields nothing. The watch never touches the version cached for
+        :meth:`update`.
+        """
+        return self._watch()
+
+    async def _watch(self) -> AsyncGenerator[Observed | None, None]:
+        slot = self._slot
+        watcher = _Watcher()
+        # Subscribed before the first read: nothing written after it can be missed.
+        slot.watchers.add(watcher)
+        try:
+            await anyio.lowlevel.checkpoint()
+            raw = slot.raw
+            watcher.pending.clear()  # the state read below already includes them
+            yield None if raw is None else _observed(raw, slot.version)
+            while True:
+                new_raw, version = await watcher.next()
+                if new_raw != raw:
+                    raw = new_raw
+                    yield None if raw is None else _observed(raw, version)
+                await anyio.lowlevel.checkpoint()
+        finally:
+            slot.watchers.discard(watcher)
+
+
+def _observed(raw: bytes, version: int) -> Observed:
+    return Observed(record=record_from_lease_spec(json.loads(raw)), raw=raw, version=str(version))

@@ -308,7 +308,7 @@ class Registry:
             raise ApiError.bad_request(
                 "Invalid JSON Patch" if media == MERGE_PATCH else str(exc)
             ) from None
-        current = {"kind": rt.kind, "apiVersion": rt.api_version, **copy.deepcopy(dict(existing))}
+        current = copy.deepcopy(rt.with_kind(existing))
         try:
             if media == JSON_PATCH:
                 patched = json_patch(current, patch)

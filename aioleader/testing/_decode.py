@@ -359,10 +359,6 @@ def _time(layout: str, render: Callable[[datetime], str]) -> Decoder:
     return decode
 
 
-def _keep(value: object, ctx: _Context, struct: str, path: str) -> object:
-    return value
-
-
 STRING: Decoder = _string
 INT32: Decoder = _integer("int32", _INT32)
 INT64: Decoder = _integer("int64", _INT64)
@@ -370,7 +366,6 @@ BOOL: Decoder = _boolean
 STRING_MAP: Decoder = _string_map
 STRING_LIST: Decoder = _string_list
 ANY_LIST: Decoder = _any_list
-ANY: Decoder = _keep
 MICRO_TIME: Decoder = _time(RFC3339_MICRO, format_micro_time)
 TIME: Decoder = _time(RFC3339, format_time)
 

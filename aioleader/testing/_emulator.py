@@ -276,13 +276,14 @@ class KubeEmulator:
         self._store.compact()
 
     def get_object(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """A deep copy of a stored object (without ``kind``/``apiVersion``), or None.
+        """A copy of a stored object, as a GET would return it, or None.
 
         ``resource`` is a plural (``"leases"``, ``"configmaps"``, ``"endpoints"``,
         ``"events"``) or a qualified name (``"events.events.k8s.io"``).
         """
-        obj = self._store.get(resource_type(resource), namespace, name)
-        return None if obj is None else copy.deepcopy(dict(obj))
+        rt = resource_type(resource)
+        obj = self._store.get(rt, namespace, name)
+        return None if obj is None else _served(rt, obj)
 
     def put_raw(
         self, resource: str, namespace: str, name: str, obj: Mapping[str, Any]
@@ -295,7 +296,9 @@ class KubeEmulator:
         stored object (or made up). Returns a copy of what was stored.
         """
         rt = resource_type(resource)
-        document = copy.deepcopy(dict(obj))
+        document = {
+            k: v for k, v in copy.deepcopy(dict(obj)).items() if k not in ("kind", "apiVersion")
+        }
         meta = document.get("metadata")
         meta = dict(meta) if isinstance(meta, Mapping) else {}
         old_meta = (self._store.get(rt, namespace, name) or {}).get("metadata", {})
@@ -305,10 +308,7 @@ class KubeEmulator:
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", format_time(self._clock.now()))
         meta.update(name=name, namespace=namespace)
-        document.pop("kind", None)
-        document.pop("apiVersion", None)
-        stored = self._store.put(rt, {**document, "metadata": meta})
-        return copy.deepcopy(dict(stored))
+        return _served(rt, self._store.put(rt, {**document, "metadata": meta}))
 
     def delete_object(self, resource: str, namespace: str, name: str) -> bool:
         """Delete an object behind the clients' backs (watchers see DELETED)."""
@@ -319,10 +319,10 @@ class KubeEmulator:
         return True
 
     def objects(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Deep copies of every stored object of a type, in key order."""
+        """Copies of the stored objects of a type (in one namespace, or all), in key order."""
         rt = resource_type(resource)
         return [
-            copy.deepcopy(dict(o))
+            _served(rt, o)
             for o in self._store.list(
                 rt, lambda o: namespace is None or o["metadata"].get("namespace") == namespace
             )
@@ -331,13 +331,12 @@ class KubeEmulator:
     @property
     def events(self) -> list[dict[str, Any]]:
         """Every stored Event (core ``v1`` and ``events.k8s.io/v1``), oldest first."""
-        found: list[tuple[ResourceType, dict[str, Any]]] = [
-            (rt, copy.deepcopy(dict(o)))
+        found = [
+            _served(rt, o)
             for rt in (EVENTS, EVENTS_V1)
             for o in self._store.list(rt, lambda o: True)
         ]
-        found.sort(key=lambda item: int(item[1]["metadata"]["resourceVersion"]))
-        return [{"kind": rt.kind, "apiVersion": rt.api_version, **obj} for rt, obj in found]
+        return sorted(found, key=lambda event: int(event["metadata"]["resourceVersion"]))
 
     def statistics(self) -> EmulatorStatistics:
         """Counts for assertions: objects, open watches, requests in progress."""
@@ -348,3 +347,8 @@ class KubeEmulator:
             in_flight=sum(ep.in_flight for ep in self._endpoints.values()),
             endpoints=len(self._endpoints),
         )
+
+
+def _served(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a stored object, as a GET returns it."""
+    return copy.deepcopy(rt.with_kind(obj))

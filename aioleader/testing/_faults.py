@@ -209,7 +209,7 @@ class Faults:
             raw = body
         if raw is not None:
             content_type = content_type or "text/plain; charset=utf-8"
-        self._plan(
+        self._planned.append(
             Planned(
                 "fail",
                 _verbs(verbs),
@@ -223,7 +223,7 @@ class Faults:
 
     def drop_next(self, count: int = 1, *, verbs: Collection[str] | None = None) -> None:
         """Reset the connection of the next ``count`` matching requests before handling them."""
-        self._plan(Planned("drop", _verbs(verbs), _count(count)))
+        self._planned.append(Planned("drop", _verbs(verbs), _count(count)))
 
     def apply_then_drop(
         self, count: int = 1, *, verbs: Collection[str] | None = WRITE_VERBS
@@ -234,7 +234,7 @@ class Faults:
         the ambiguous outcome a leader must survive. Defaults to write verbs; never applies
         to watches.
         """
-        self._plan(Planned("apply_then_drop", _verbs(verbs), _count(count)))
+        self._planned.append(Planned("apply_then_drop", _verbs(verbs), _count(count)))
 
     # -- one-shot watch faults --------------------------------------------------------------
 
@@ -255,9 +255,6 @@ class Faults:
         self._changed()
 
     # -- consumed by the server (package-private) -----------------------------------------------------------
-
-    def _plan(self, planned: Planned) -> None:
-        self._planned.append(planned)
 
     def _take(self, actions: Collection[str], verb: str) -> Planned | None:
         """Consume the first planned fault among ``actions`` that matches ``verb``."""

@@ -115,6 +115,10 @@ class ResourceType:
         """The URL prefix of the type's API group version."""
         return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
+    def with_kind(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """A stored object as served alone: with its ``kind`` and ``apiVersion`` first."""
+        return {"kind": self.kind, "apiVersion": self.api_version, **obj}
+
     def __repr__(self) -> str:
         return f"<ResourceType {self.qualified}>"
 

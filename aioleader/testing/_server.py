@@ -54,10 +54,6 @@ def _json_response(
     )
 
 
-def _with_kind(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
-    return {"kind": rt.kind, "apiVersion": rt.api_version, **obj}
-
-
 @dataclass
 class _Outcome:
     """How a request ended, recorded once: when the reply starts, or when the handler exits."""
@@ -204,20 +200,20 @@ class ApiServer:
         namespace = op.namespace or ""
         content_type = request.headers.get("Content-Type", "application/json")
         if op.verb == "get":
-            return 200, _with_kind(rt, registry.get(rt, namespace, op.name))
+            return 200, rt.with_kind(registry.get(rt, namespace, op.name))
         if op.verb == "list":
             limit = parse_int("limit", query.get("limit"))
             return 200, registry.list(rt, self._predicate(query, op), limit, query.get("continue"))
         if op.verb == "create":
             created = registry.create(rt, namespace, registry.decode(rt, body, content_type))
-            return 201, _with_kind(rt, created)
+            return 201, rt.with_kind(created)
         if op.verb == "update":
             stored, created_by_put = registry.update(
                 rt, namespace, op.name, registry.decode(rt, body, content_type)
             )
-            return (201 if created_by_put else 200), _with_kind(rt, stored)
+            return (201 if created_by_put else 200), rt.with_kind(stored)
         if op.verb == "patch":
-            return 200, _with_kind(rt, registry.patch(rt, namespace, op.name, body, content_type))
+            return 200, rt.with_kind(registry.patch(rt, namespace, op.name, body, content_type))
         if op.verb == "delete":
             return 200, registry.delete(rt, namespace, op.name, self._delete_options(body))
         if op.verb == "deletecollection":
@@ -341,9 +337,7 @@ class ApiServer:
                     if eof_after is not None and sent >= eof_after:
                         return
                     event_type, obj = watcher.pending.popleft()
-                    await response.write(
-                        _encode({"type": event_type, "object": _with_kind(rt, obj)})
-                    )
+                    await response.write(_encode({"type": event_type, "object": rt.with_kind(obj)}))
                     sent += 1
                 if eof_after is not None and sent >= eof_after:
                     return

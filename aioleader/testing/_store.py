@@ -58,23 +58,17 @@ class Watcher:
         self.wakeup = asyncio.Event()
 
     def offer(self, change: Change) -> None:
-        now = self.predicate(change.object) if change.type != "DELETED" else False
-        before = change.previous is not None and self.predicate(change.previous)
-        if change.type == "DELETED":
-            if before:
-                self.pending.append(("DELETED", change.object))
-        elif now and before:
-            self.pending.append(("MODIFIED", change.object))
-        elif now:
-            self.pending.append(("ADDED", change.object))
-        elif before:
-            # Stopped matching: report the last state it matched in, at the new revision.
-            deleted = dict(change.previous or {})
-            deleted["metadata"] = {
-                **(deleted.get("metadata") or {}),
-                "resourceVersion": str(change.revision),
-            }
-            self.pending.append(("DELETED", deleted))
+        matched = change.previous is not None and self.predicate(change.previous)
+        matches = change.type != "DELETED" and self.predicate(change.object)
+        if matches:
+            self.pending.append(("MODIFIED" if matched else "ADDED", change.object))
+        elif matched and change.type == "DELETED":
+            self.pending.append(("DELETED", change.object))
+        elif matched:
+            # Stopped matching: the last state it matched in, at the revision that changed it.
+            assert change.previous is not None
+            meta = {**change.previous["metadata"], "resourceVersion": str(change.revision)}
+            self.pending.append(("DELETED", {**change.previous, "metadata": meta}))
         else:
             return
         self.wakeup.set()
@@ -109,10 +103,6 @@ class Store:
         return frozenset(self._watchers)
 
     # -- writes -----------------------------------------------------------------------------
-
-    def next_revision(self) -> int:
-        """The revision the next write will get."""
-        return self.revision + 1
 
     def put(self, rt: ResourceType, obj: Mapping[str, Any]) -> Mapping[str, Any]:
         """Store ``obj`` (its metadata already final but for the resourceVersion) and notify."""

@@ -134,6 +134,14 @@ def _duration(value: object) -> int | None:
     return value
 
 
+def _annotation_duration(value: object) -> int | None:
+    # The official Python client and kubernetes_asyncio write the annotation's duration as a
+    # string ("15"); reading it as invalid would make us assume our own, possibly shorter, one.
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    return _duration(value)
+
+
 def _transitions(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return 0
@@ -212,7 +220,7 @@ def record_from_annotation(value: str) -> LeaderElectionRecord:
     holder = data.get("holderIdentity")
     return LeaderElectionRecord(
         holder_identity=holder if isinstance(holder, str) else "",
-        lease_duration_seconds=_duration(data.get("leaseDurationSeconds")),
+        lease_duration_seconds=_annotation_duration(data.get("leaseDurationSeconds")),
         acquire_time=parse_time(data.get("acquireTime")),
         renew_time=parse_time(data.get("renewTime")),
         leader_transitions=_transitions(data.get("leaderTransitions")),

@@ -1,0 +1,469 @@
+"""Watching one namespaced object by name: the machinery behind the Kubernetes locks' ``watch()``.
+
+The protocol is client-go's reflector, narrowed to one object:
+
+1. **List** the collection with ``fieldSelector=metadata.name=<name>``: the object (or its absence)
+   and the list's ``resourceVersion``. Yield the state if it differs from the last one yielded.
+2. **Watch** from that ``resourceVersion`` (``allowWatchBookmarks``, ``timeoutSeconds``), yielding
+   each change of the record; every event and BOOKMARK moves the resume point.
+3. When the stream ends, **resume** from the last ``resourceVersion`` seen: at once after a healthy
+   stream ended cleanly (``timeoutSeconds``), after an exponential, jittered backoff otherwise
+   (early EOF, a reset, a refused connect, a garbage line, 5xx, 429 and its ``Retry-After``).
+4. **Re-list** (back to 1) when the server says the resume point is gone (410 Expired, as an
+   ``ERROR`` event or an HTTP status), on any other ``ERROR`` event, and when the stream went
+   silent for longer than ``sock_read`` (a stalled watch may have been holding events back).
+5. **Safety re-read** every ``relist_interval`` seconds, even while the stream looks alive: a list
+   that disagrees with what the watch delivered is yielded and the watch restarted from it; one
+   that agrees leaves the stream alone.
+
+What is yielded is level, not edge: the current state first, then each state whose record bytes
+(``Observed.raw``) or existence differ from the last one yielded. BOOKMARKs, metadata-only changes
+(labels, annotations, owner references) and the same state seen again after a re-list yield
+nothing. After a re-list, intermediate states the server no longer has are skipped; the latest is
+never missed.
+
+Why raw streaming rather than ``kubernetes_asyncio.watch.Watch``: ``Watch`` builds an ``ApiClient``
+of its own per instance (a second aiohttp session, outside the lock's client ownership), turns
+objects into models (whose ``MicroTime`` round trip is lossy), returns a garbage line as a string
+rather than failing, retries a 410 once by resuming from the same stale version instead of
+re-listing, and gives no handle on the response to close on cancellation. Reading the response
+ourselves keeps every decision here: the exact resume point, lines bounded in size (4 MiB, above
+etcd's 1.5 MiB object limit), a ``sock_read`` timeout for silent streams, reads that can be
+interrupted for the safety re-read without losing a partial line, and a response that is closed
+(synchronously, in ``finally``) however the generator ends.
+
+Errors: 403 (:class:`~aioleader.ForbiddenError`) and the other fatal replies of
+:func:`~aioleader.kubernetes._client.error_for` end the iteration by raising; everything
+transient is retried forever inside it, so the caller stops a watch by cancelling (or closing)
+it. No cancel scope is ever held across a ``yield``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+import anyio
+
+from .._exceptions import ElectionError, LockError
+from .._lock import Observed
+from ._client import DEFAULT_TIMEOUT, KubeClient, ObjectRef, Send, error_for, read_reply
+
+__all__ = ["Lister", "ObjectDecoder", "WatchOptions", "watch_object"]
+
+logger = logging.getLogger("aioleader.watch")
+
+#: Start a list or watch call of the object's collection: ``(api_client, query, client_timeout)``
+#: where ``query`` holds kubernetes_asyncio keyword arguments (``field_selector``, ``watch``,
+#: ``resource_version``, ``allow_watch_bookmarks``, ``timeout_seconds``). The lock adds the
+#: namespace, ``_preload_content=False`` and ``_request_timeout=client_timeout``.
+Lister = Callable[
+    [Any, Mapping[str, Any], aiohttp.ClientTimeout], Awaitable[aiohttp.ClientResponse]
+]
+
+#: The lock's reading of one object (the JSON dict, as the server sent it) at a resourceVersion.
+#: May raise :class:`LockError` for an object it cannot read (retried like any transient error).
+ObjectDecoder = Callable[[dict[str, Any], str], Observed]
+
+# Longer lines are not watch events of a lock object (etcd refuses objects above 1.5 MiB).
+_MAX_LINE: Final = 4 << 20
+# aiohttp's sock_read timeout (before Python 3.11 not a builtin TimeoutError) and anyio's.
+_TIMEOUTS: Final = (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)
+# How long reading an error reply's body may take.
+_ERROR_BODY_TIMEOUT: Final = 5.0
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """How a watch talks to the API server. Validated at construction (:class:`ValueError`).
+
+    * ``relist_interval``: seconds between safety re-reads while a stream looks alive.
+    * ``timeout_seconds``: the ``timeoutSeconds`` asked of the server; it ends the stream cleanly
+      then, and the watch resumes from its last resourceVersion without a list.
+    * ``sock_connect``: bound of a TCP connect.
+    * ``sock_read``: the longest silence tolerated on a stream (and the wait for its headers).
+      Keep it above the server's bookmark interval (kube-apiserver: about a minute) or healthy
+      quiet streams are cut, which costs a re-list each time.
+    * ``backoff_initial``, ``backoff_max``: the reconnect delay doubles from the first to the
+      second after each failure in a row; each delay is drawn from [d/2, d].
+    * ``request_timeout``: the bound of each list request.
+    """
+
+    relist_interval: float = 60.0
+    timeout_seconds: int = 290
+    sock_connect: float = 10.0
+    sock_read: float = 90.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+    request_timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name in (
+            "relist_interval",
+            "sock_connect",
+            "sock_read",
+            "backoff_initial",
+            "backoff_max",
+            "request_timeout",
+        ):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (0 < value < math.inf)
+            ):
+                raise ValueError(
+                    f"{name} must be a positive finite number of seconds, got {value!r}"
+                )
+        if (
+            isinstance(self.timeout_seconds, bool)
+            or not isinstance(self.timeout_seconds, int)
+            or self.timeout_seconds < 1
+        ):
+            raise ValueError(
+                f"timeout_seconds must be a positive integer, got {self.timeout_seconds!r}"
+            )
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError(
+                f"backoff_max ({self.backoff_max!r}) must not be less than backoff_initial "
+                f"({self.backoff_initial!r})"
+            )
+
+
+class _Unset:
+    """Nothing yielded yet (distinct from ``None``, "the object does not exist")."""
+
+
+_UNSET: Final = _Unset()
+
+
+class _Garbage(Exception):
+    """A line that is not a watch event: the stream cannot be trusted past it."""
+
+
+class _Relist(Exception):
+    """The resume point is gone (or the server reported an error): list again."""
+
+
+def _metadata(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(name, resourceVersion)`` of an object, ``None`` where missing or not a string."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return None, None
+    name, version = meta.get("name"), meta.get("resourceVersion")
+    return (
+        name if isinstance(name, str) else None,
+        version if isinstance(version, str) and version else None,
+    )
+
+
+class _ObjectWatch:
+    """The state of one ``watch_object`` iteration (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        ref: ObjectRef,
+        lister: Lister,
+        decode: ObjectDecoder,
+        options: WatchOptions,
+        rng: random.Random,
+    ) -> None:
+        self.client = client
+        self.ref = ref
+        self.lister = lister
+        self.decode = decode
+        self.options = options
+        self.rng = rng
+        self.failures = 0  # unproductive attempts in a row; 0 = the next request goes at once
+        self.retry_after = 0.0  # a server's Retry-After for the next attempt
+        self.version: str | None = None  # where the next watch resumes
+        self.last: Observed | _Unset | None = _UNSET  # what was yielded last
+
+    # -- pacing --------------------------------------------------------------------------------
+
+    def failed(self, message: str, *args: object, level: int = logging.INFO) -> None:
+        self.failures += 1
+        logger.log(level, "watch %s: " + message, self.ref, *args)
+
+    async def pause(self) -> None:
+        """Wait before the next request if the last attempts failed."""
+        if self.failures:
+            o = self.options
+            ceiling = min(o.backoff_max, o.backoff_initial * 2.0 ** min(self.failures - 1, 60))
+            delay = max(self.rng.uniform(ceiling / 2, ceiling), self.retry_after)
+            self.retry_after = 0.0
+            await anyio.sleep(delay)
+
+    def note_retry_after(self, exc: LockError) -> None:
+        if exc.retry_after:
+            self.retry_after = max(self.retry_after, exc.retry_after)
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def changed(self, state: Observed | None) -> bool:
+        """Whether ``state`` differs from the last yielded one (and remember it if so)."""
+        last = self.last
+        if isinstance(last, _Unset):
+            differs = True
+        elif last is None or state is None:
+            differs = last is not state
+        else:
+            differs = last.raw != state.raw
+        if differs:
+            self.last = state
+        return differs
+
+    # -- list ------------------------------------------------------------------------------------
+
+    def _send(self, query: Mapping[str, Any]) -> Send:
+        return lambda api, timeout: self.lister(api, query, timeout)
+
+    async def list_once(self) -> tuple[Observed | None, str]:
+        """One list: the object (or None) and the list's resourceVersion. Raises on failure."""
+        query = {"field_selector": f"metadata.name={self.ref.name}"}
+        reply = await self.client.request(
+            "list", self.ref, self._send(query), timeout=self.options.request_timeout
+        )
+        if not reply.ok:
+            raise error_for("list", self.ref, reply)
+        data = reply.json()
+        what = f"cannot list {self.ref}: the reply ({reply.status} {reply.reason})"
+        if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+            raise LockError(f"{what} is not a list: {reply.excerpt()}")
+        _, version = _metadata(data)
+        if version is None:
+            raise LockError(f"{what} has no metadata.resourceVersion: {reply.excerpt()}")
+        found: Observed | None = None
+        for item in data["items"]:
+            if not isinstance(item, dict):
+                raise LockError(f"{what} holds an item that is not an object: {reply.excerpt()}")
+            name, item_version = _metadata(item)
+            if name != self.ref.name:
+                continue  # a server ignoring the field selector lists the whole namespace
+            if item_version is None:
+                raise LockError(f"{what}: the item has no metadata.resourceVersion")
+            found = self.decode(item, item_version)
+        return found, version
+
+    async def relist(self) -> Observed | None:
+        """List until it succeeds (transient failures back off); fatal errors raise."""
+        while True:
+            await self.pause()
+            try:
+                state, version = await self.list_once()
+            except ElectionError:
+                raise
+            except LockError as exc:
+                self.note_retry_after(exc)
+                self.failed("list failed, retrying: %s", exc)
+                continue
+            self.version = version
+            self.failures = 0
+            return state
+
+    # -- watch -----------------------------------------------------------------------------------
+
+    async def open(self) -> aiohttp.ClientResponse:
+        """Open a watch from :attr:`version`; raises :class:`_Relist`, :class:`LockError` or a
+        fatal :class:`ElectionError`. The caller closes the response it gets."""
+        o = self.options
+        query = {
+            "field_selector": f"metadata.name={self.ref.name}",
+            "watch": True,
+            "resource_version": self.version,
+            "allow_watch_bookmarks": True,
+            "timeout_seconds": o.timeout_seconds,
+        }
+        try:
+            response = await self.client.open_stream(
+                "watch",
+                self.ref,
+                self._send(query),
+                sock_connect=o.sock_connect,
+                sock_read=o.sock_read,
+            )
+        except LockError as exc:
+            if isinstance(exc.__cause__, _TIMEOUTS):
+                raise _Relist(f"no reply to the watch request: {exc}") from exc
+            raise
+        if 200 <= response.status < 300:
+            return response
+        try:
+            reply = await read_reply("watch", self.ref, response, timeout=_ERROR_BODY_TIMEOUT)
+        finally:
+            response.close()
+        if reply.status == 410:
+            raise _Relist(f"{reply.status} {reply.reason}: {reply.excerpt()}")
+        raise error_for("watch", self.ref, reply)
+
+    def event(self, line: bytes) -> Observed | _Unset | None:
+        """Apply one event line: the new state, or :data:`_UNSET` if there is none to report."""
+        try:
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            raise _Garbage("a line that is not JSON") from None
+        if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+            raise _Garbage("a line that is not a watch event")
+        kind, obj = event.get("type"), event["object"]
+        if kind == "ERROR":
+            code, message = obj.get("code"), obj.get("message")
+            raise _Relist(f"ERROR event {code} {obj.get('reason')}: {message}")
+        name, version = _metadata(obj)
+        if version is None:
+            raise _Garbage(f"a {kind} event without metadata.resourceVersion")
+        if kind == "BOOKMARK":
+            self.version = version
+            return _UNSET
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            raise _Garbage(f"an event of unknown type {kind!r}")
+        self.version = version
+        if name != self.ref.name:
+            return _UNSET  # not ours (a server ignoring the field selector)
+        if kind == "DELETED":
+            return None
+        return self.decode(obj, version)
+
+
+class _Lines:
+    """Lines of a streamed response, read through our own buffer so that a read can be
+    interrupted (for the safety re-read) without losing a partial line."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._content = response.content
+        self._buffer = bytearray()
+        self._eof = False
+
+    def next_nowait(self) -> bytes | None:
+        """A complete buffered line, or the unterminated tail at EOF; ``None`` if none yet."""
+        end = self._buffer.find(b"\n")
+        if end < 0:
+            if len(self._buffer) > _MAX_LINE:
+                raise _Garbage(f"a line longer than {_MAX_LINE} bytes")
+            if self._eof and self._buffer:
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return line
+
+    @property
+    def eof(self) -> bool:
+        return self._eof and not self._buffer
+
+    async def fill(self) -> None:
+        """Wait for more data (or EOF). Safe to cancel: nothing read is lost."""
+        chunk = await self._content.readany()
+        if chunk:
+            self._buffer += chunk
+        else:
+            self._eof = True
+
+
+async def watch_object(
+    client: KubeClient,
+    ref: ObjectRef,
+    lister: Lister,
+    decode: ObjectDecoder,
+    options: WatchOptions | None = None,
+    *,
+    rng: random.Random | None = None,
+) -> AsyncGenerator[Observed | None, None]:
+    """Yield the object's state now and at each change (``None`` while it does not exist).
+
+    See the module docstring for the protocol. Runs until cancelled or closed; raises only fatal
+    errors (:class:`~aioleader.ElectionError`, e.g. :class:`~aioleader.ForbiddenError`). Needs the
+    RBAC verbs ``list`` and ``watch`` on the object's resource.
+    """
+    w = _ObjectWatch(client, ref, lister, decode, options or WatchOptions(), rng or random.Random())
+    o = w.options
+    while True:
+        state = await w.relist()
+        if w.changed(state):
+            yield state
+        next_read = anyio.current_time() + o.relist_interval
+        relist = False
+        while not relist:
+            await w.pause()
+            try:
+                response = await w.open()
+            except _Relist as exc:
+                w.failed("%s; listing again", exc)
+                break
+            except ElectionError:
+                raise
+            except LockError as exc:
+                w.note_retry_after(exc)
+                w.failed("cannot watch, retrying: %s", exc)
+                continue
+            try:
+                lines = _Lines(response)
+                healthy = False  # has this stream delivered anything valid?
+                while True:
+                    line = lines.next_nowait()
+                    if line is None:
+                        if lines.eof:
+                            if not healthy:
+                                w.failed("the watch ended before sending anything")
+                            break
+                        now = anyio.current_time()
+                        if now < next_read:
+                            with anyio.move_on_after(next_read - now):
+                                await lines.fill()
+                            continue
+                        # The safety re-read, the stream left open: a failure is no reason to
+                        # drop a stream that looks alive; try again a little later.
+                        try:
+                            listed, version = await w.list_once()
+                        except ElectionError:
+                            raise
+                        except LockError as exc:
+                            logger.info("watch %s: safety re-read failed: %s", ref, exc)
+                            next_read = anyio.current_time() + min(o.relist_interval, o.backoff_max)
+                            continue
+                        next_read = anyio.current_time() + o.relist_interval
+                        if w.changed(listed):
+                            # Either the stream stalled or the event is still in flight; a
+                            # restart is right in both cases (and cheap).
+                            logger.info(
+                                "watch %s: the safety re-read found a change the watch had not "
+                                "delivered; restarting the watch",
+                                ref,
+                            )
+                            w.version = version
+                            yield listed
+                            break
+                        continue
+                    if not line.strip():
+                        continue
+                    state_or_unset = w.event(line)
+                    healthy = True
+                    w.failures = 0
+                    if not isinstance(state_or_unset, _Unset) and w.changed(state_or_unset):
+                        yield state_or_unset
+            except _Relist as exc:
+                w.failed("%s; listing again", exc)
+                relist = True
+            except _Garbage as exc:
+                w.failed("the stream sent %s; reconnecting", exc, level=logging.WARNING)
+            except ElectionError:
+                raise
+            except LockError as exc:  # an undecodable object
+                w.failed("%s; listing again", exc, level=logging.WARNING)
+                relist = True
+            except _TIMEOUTS:  # aiohttp's sock_read: the stream went silent
+                w.failed("no data for %g s; listing again", o.sock_read)
+                relist = True
+            except (aiohttp.ClientError, OSError) as exc:
+                w.failed("the stream broke (%s: %s); resuming", type(exc).__name__, exc)
+            finally:
+                response.close()

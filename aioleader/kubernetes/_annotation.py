@@ -1,0 +1,280 @@
+"""The annotation locks: client-go's ``ConfigMapLock`` and ``EndpointsLock`` for anyio.
+
+Before Leases existed, client-go kept the leader election record as JSON in the annotation
+``control-plane.alpha.kubernetes.io/leader`` of an ordinary core/v1 object. Both kinds share
+everything but their API paths, so the lock lives here once and :mod:`._configmap` and
+:mod:`._endpoints` only name the kind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
+
+import anyio.lowlevel
+from kubernetes_asyncio.client import ApiClient, CoreV1Api
+
+from .._exceptions import LockError
+from .._lock import Lock, Observed
+from .._record import (
+    LEADER_ANNOTATION,
+    LeaderElectionRecord,
+    record_from_annotation,
+    record_to_annotation,
+)
+from ._client import (
+    KubeClient,
+    ObjectRef,
+    Reply,
+    check_identity,
+    check_name,
+    check_namespace,
+    check_string_map,
+    decode_object,
+    error_for,
+)
+
+__all__ = ["UNPARSEABLE_HOLDER", "AnnotationLock", "decode_annotation"]
+
+_API_VERSION: Final = "v1"
+
+#: The holder an annotation lock reports for a leader annotation it cannot read (see
+#: :func:`decode_annotation`). Not a valid Pod name nor any client's identity format, so it never
+#: names a real candidate; a lock refuses it as its own identity.
+UNPARSEABLE_HOLDER: Final = "aioleader/unparseable-record"
+
+
+def _core(api_client: ApiClient) -> Any:
+    """The core/v1 API, typed ``Any`` on purpose: with ``_preload_content=False`` its methods return
+    aiohttp's response rather than the models the stubs promise, and they take plain dict bodies."""
+    return CoreV1Api(api_client)
+
+
+def decode_annotation(value: object) -> tuple[LeaderElectionRecord, bytes]:
+    """The record in a leader annotation's value (``None`` when absent), and its raw bytes.
+
+    Three outcomes:
+
+    * **Free** (an empty record): the annotation is absent, empty, or the JSON ``null``. client-go
+      reads an absent annotation and ``null`` as an empty record, and the official Python client
+      reads an empty one so; a lock in this state has no holder to wait for.
+    * **A record**: a JSON object whose ``holderIdentity`` is a string or null, which is what
+      client-go and the official Python client always write. The other fields are read leniently
+      (a garbage time is absent, an invalid duration is ``None``, so the elector assumes its own
+      lease duration); fields we do not model are kept in ``extra`` and written back.
+    * **Unparseable**: anything else - text that is not JSON, JSON that is not an object, an
+      object without ``holderIdentity`` or with a holder that is not a string. The record then
+      names :data:`UNPARSEABLE_HOLDER` with no lease duration.
+
+    Why not free, and why not an error? client-go returns the ``json.Unmarshal`` error, so its
+    elector retries forever and a lock once garbled is never taken over: a live-lock. Reading it
+    as free (what a lenient reader would do) lets any candidate take it over *instantly*, which is
+    only safe if nobody is behind the garbage - but a peer running a newer or foreign format may
+    well be renewing it right now. The unparseable record is the middle road: it is held by
+    someone we cannot name, and the elector treats it like any other holder's record without a
+    valid duration. It is taken over only once the annotation has stayed *exactly the same* (the
+    raw bytes are compared) for the candidate's own lease duration, counted from when it was
+    first observed; a peer that keeps rewriting it is never overrun. The takeover then writes a
+    well-formed record through the usual compare-and-swap.
+
+    ``raw`` is the annotation as stored (UTF-8), so followers detect any change, even one they
+    cannot parse; it is empty for an absent annotation.
+    """
+    if value is None:
+        return LeaderElectionRecord(), b""
+    if not isinstance(value, str):
+        # kube-apiserver only stores string annotation values; anything else is corrupt.
+        raw = json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr).encode()
+        return LeaderElectionRecord(holder_identity=UNPARSEABLE_HOLDER), raw
+    raw = value.encode("utf-8", "surrogatepass")
+    if value == "":
+        return LeaderElectionRecord(), raw
+    try:
+        data = json.loads(value)
+    except (ValueError, RecursionError):
+        data = _UNPARSEABLE
+    if data is None:
+        return LeaderElectionRecord(), raw
+    if isinstance(data, dict) and "holderIdentity" in data:
+        holder = data["holderIdentity"]
+        if holder is None or isinstance(holder, str):
+            return record_from_annotation(value), raw
+    return LeaderElectionRecord(holder_identity=UNPARSEABLE_HOLDER), raw
+
+
+_UNPARSEABLE: Final = object()
+
+
+class AnnotationLock(Lock):
+    """A lock whose record is JSON in the ``control-plane.alpha.kubernetes.io/leader`` annotation.
+
+    Subclasses name the core/v1 kind. Everything else - construction, caching, the one-PUT
+    renewal, bounded requests, error translation, reading garbage - is shared.
+    """
+
+    #: The object's kind (``ConfigMap``), its plural (``configmaps``, as RBAC names it) and the
+    #: snake_case suffix of kubernetes_asyncio's ``CoreV1Api`` methods (``config_map``).
+    kind: ClassVar[str]
+    plural: ClassVar[str]
+    _method: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str = "default",
+        identity: str | None = None,
+        api_client: ApiClient | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> None:
+        self._ref = ObjectRef(
+            group="",
+            plural=self.plural,
+            namespace=check_namespace(namespace),
+            name=check_name(name),
+        )
+        self._identity = check_identity(identity)
+        if self._identity == UNPARSEABLE_HOLDER:
+            raise ValueError(f"identity {UNPARSEABLE_HOLDER!r} is reserved")
+        self._labels = check_string_map(labels, "labels", label_values=True)
+        self._annotations = check_string_map(annotations, "annotations", label_values=False)
+        if LEADER_ANNOTATION in self._annotations:
+            raise ValueError(
+                f"annotations: {LEADER_ANNOTATION!r} holds the leader election record and is "
+                "written by the lock itself"
+            )
+        self._client = KubeClient(api_client)
+        # The object as last read or written (the parsed JSON), the base of the next update.
+        self._cached: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r}, "
+            f"identity={self._identity!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        return self._ref.name
+
+    @property
+    def namespace(self) -> str:
+        return self._ref.namespace
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def describe(self) -> str:
+        """``namespace/name``, as client-go's ``Describe``."""
+        return f"{self.namespace}/{self.name}"
+
+    # -- Lock ----------------------------------------------------------------------------------
+
+    async def get(self, *, timeout: float | None = None) -> Observed | None:
+        """Read the object; ``None`` if it does not exist. Caches it for :meth:`update`.
+
+        An object without the leader annotation reads as a free lock; one whose annotation cannot
+        be read reads as held by :data:`UNPARSEABLE_HOLDER` (see :func:`decode_annotation`).
+        """
+        reply = await self._client.request(
+            "get",
+            self._ref,
+            lambda api, t: self._api(api, "read")(
+                self.name, self.namespace, _preload_content=False, _request_timeout=t
+            ),
+            timeout=timeout,
+        )
+        if reply.status == 404 and reply.status_object() is not None:
+            self._cached = None
+            return None
+        return self._accept("get", reply)
+
+    async def create(
+        self,
+        record: LeaderElectionRecord,
+        *,
+        timeout: float | None = None,
+    ) -> Observed:
+        """Create the object holding ``record`` in its annotation (and nothing else but the
+        configured labels and annotations, as client-go does).
+
+        Raises :class:`~aioleader.LockConflict` if it already exists.
+        """
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self._labels:
+            metadata["labels"] = dict(self._labels)
+        metadata["annotations"] = {
+            **self._annotations,
+            LEADER_ANNOTATION: record_to_annotation(record),
+        }
+        body = {"apiVersion": _API_VERSION, "kind": self.kind, "metadata": metadata}
+        reply = await self._client.request(
+            "create",
+            self._ref,
+            lambda api, t: self._api(api, "create")(
+                self.namespace, body, _preload_content=False, _request_timeout=t
+            ),
+            timeout=timeout,
+        )
+        return self._accept("create", reply)
+
+    async def update(
+        self,
+        record: LeaderElectionRecord,
+        *,
+        timeout: float | None = None,
+    ) -> Observed:
+        """Write ``record`` with one PUT of the cached object (compare-and-swap on its version).
+
+        Only the leader annotation changes: data, subsets, labels, other annotations and owner
+        references are sent back as the server last returned them. Raises
+        :class:`~aioleader.LockConflict` if the object changed or was deleted since it was cached
+        (a ConfigMap cannot be created by PUT: 404; an Endpoints object could, but the cached
+        ``uid`` is a precondition: 409), :class:`~aioleader.LockError` if nothing is cached yet.
+        """
+        cached = self._cached
+        if cached is None:
+            await anyio.lowlevel.checkpoint()
+            raise LockError(f"cannot update {self._ref}: call get() or create() first")
+        metadata = dict(cached.get("metadata") or {})
+        annotations = metadata.get("annotations")
+        annotations = annotations if isinstance(annotations, dict) else {}
+        # Record fields we do not model are kept from the server's copy unless the record carries
+        # its own (as LeaseLock does for the spec); the modelled ones are exactly the record's.
+        kept = decode_annotation(annotations.get(LEADER_ANNOTATION))[0].extra
+        value = record_to_annotation(record.with_changes(extra={**kept, **record.extra}))
+        metadata["annotations"] = {**annotations, LEADER_ANNOTATION: value}
+        body = {"apiVersion": _API_VERSION, "kind": self.kind, **cached, "metadata": metadata}
+        reply = await self._client.request(
+            "update",
+            self._ref,
+            lambda api, t: self._api(api, "replace")(
+                self.name, self.namespace, body, _preload_content=False, _request_timeout=t
+            ),
+            timeout=timeout,
+        )
+        return self._accept("update", reply)
+
+    async def aclose(self) -> None:
+        """Close the API client if the lock built it; a client passed in stays open."""
+        await self._client.aclose()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _api(self, api_client: ApiClient, operation: str) -> Any:
+        """``CoreV1Api.<operation>_namespaced_<kind>`` on ``api_client``."""
+        return getattr(_core(api_client), f"{operation}_namespaced_{self._method}")
+
+    def _accept(self, verb: str, reply: Reply) -> Observed:
+        """Raise for a failed reply; otherwise cache the object it carries and return its record."""
+        if not reply.ok:
+            raise error_for(verb, self._ref, reply)
+        obj, version = decode_object(verb, self._ref, reply, self.kind)
+        self._cached = obj
+        annotations = obj["metadata"].get("annotations")
+        value = annotations.get(LEADER_ANNOTATION) if isinstance(annotations, dict) else None
+        record, raw = decode_annotation(value)
+        return Observed(record=record, raw=raw, version=version)

@@ -533,13 +533,13 @@ async def test_lease_times_in_the_wrong_zone_are_ignored(
 async def test_configmap_record_written_by_python_peers(emu: KubeEmulator, tmp_path: Path) -> None:
     """Both Python peers write the annotation with str() values: the duration as a JSON string and
     the times as local naive datetimes. client-go cannot decode that record at all (json.Unmarshal
-    fails, so it never takes such a lock over); aioleader reads the holder, treats the duration as
-    invalid (its own lease duration applies, not the peer's) and ignores the times."""
+    fails, so it never takes such a lock over); aioleader reads the holder and the duration written
+    as a string (the peer's own lease duration applies, not ours) and ignores the times."""
     local = datetime.now() + PEER_UTC_OFFSET
     annotation = json.dumps(
         {
             "holderIdentity": "peer",
-            "leaseDurationSeconds": "7",
+            "leaseDurationSeconds": "3",
             "acquireTime": str(local),
             "renewTime": str(local.replace(microsecond=0)),
         }
@@ -559,7 +559,7 @@ async def test_configmap_record_written_by_python_peers(emu: KubeEmulator, tmp_p
         assert leadership.leader == "peer"  # a holder, not an unreadable record
         await leadership.wait_term()
         took = anyio.current_time() - start
-        assert TIMING.lease_duration - 0.05 <= took <= TIMING.lease_duration + SLACK
+        assert 3 - 0.05 <= took <= 3 + SLACK  # the peer's "3", longer than our own 2
         record = a.record()
         assert record == {
             "holderIdentity": "aio",

@@ -25,7 +25,7 @@ import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, TypeVar
@@ -60,29 +60,18 @@ async def _maybe_await(value: object) -> None:
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException], what: str) -> BaseException:
-    """One clear exception out of an internal task group: the only one if there is exactly one,
-    otherwise an :class:`ElectionError` whose cause is the group."""
-    leaves: list[BaseException] = []
+    """One clear exception out of the group of an internal task group.
 
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    if len(leaves) == 1:
-        return leaves[0]
-    error = ElectionError(f"{what} failed with {len(leaves)} errors: {leaves!r}")
+    Only the top level is unwrapped, and only when it holds exactly one exception: that one comes
+    out as itself (a user's own exception group included, so ``except*`` still matches it).
+    Several at once (the body and the election failing together) become one
+    :class:`ElectionError` whose cause is the group.
+    """
+    if len(group.exceptions) == 1:
+        return group.exceptions[0]
+    error = ElectionError(f"{what} failed with {len(group.exceptions)} errors: {group!r}")
     error.__cause__ = group
     return error
-
-
-def _reraise(exc: BaseException) -> None:
-    # Keep the exception's own cause (e.g. the ApiException behind a ForbiddenError) and hide the
-    # task-group wrapper it was carried in.
-    raise exc from exc.__cause__
 
 
 def _validate(lock: Lock, timing: Timing | None) -> Timing:
@@ -93,6 +82,9 @@ def _validate(lock: Lock, timing: Timing | None) -> Timing:
     if not isinstance(timing, Timing):
         raise TypeError(f"timing must be an aioleader.Timing, got {type(timing).__name__}")
     return timing
+
+
+_DELETED = (b"", "<deleted>")
 
 
 class _RequestTimeout(LockError):
@@ -107,6 +99,14 @@ def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, LockError):
         return "transient"
     return "fatal"
+
+
+@dataclass
+class _Flight:
+    """One in-flight confirmation that concurrent callers wait for."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: bool | None = None
 
 
 @dataclass
@@ -152,7 +152,8 @@ class _Elector:
 
         # What we last saw in the lock, and when (monotonic, at receipt of the response).
         self.observed_holder = ""
-        self._observed_raw: bytes | None = None
+        self._observed_key: tuple[bytes, str] | None = None
+        self._observed_record: LeaderElectionRecord | None = None
         self._observed_at = -math.inf
         self._max_transitions = -1
         # Our own last write as leader, the template of the next renewal.
@@ -168,12 +169,14 @@ class _Elector:
         self._tg: TaskGroup | None = None
         self._notify: MemoryObjectSendStream[tuple[NewLeaderCallback, str]] | None = None
         self._notifier_done = anyio.Event()
+        self._confirm_flight: _Flight | None = None
         self._notifier_scope = anyio.CancelScope(shield=True)
         self._log_extra = {"lock": lock.describe(), "identity": self.identity}
 
     # -- running -------------------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[Leadership]) -> None:
+        error: BaseException | None
         send, receive = anyio.create_memory_object_stream[tuple[NewLeaderCallback, str]](math.inf)
         self._notify = send
         try:
@@ -187,19 +190,28 @@ class _Elector:
                     self._failed(exc)
                     raise
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await self._shutdown()
+                    try:
+                        with anyio.CancelScope(shield=True):
+                            await self._shutdown()
+                    finally:
                         send.close()
-                        # Let on_new_leader callbacks queued so far (e.g. for our release) run,
-                        # but never let a stuck callback hold the shutdown forever.
-                        with anyio.move_on_after(self.timing.renew_deadline):
-                            await self._notifier_done.wait()
-                    self._notifier_scope.cancel()
-                    tg.cancel_scope.cancel()
+                        with anyio.CancelScope(shield=True):
+                            # Let on_new_leader callbacks queued so far (e.g. for our release)
+                            # run, but never let a stuck callback hold the shutdown forever.
+                            with anyio.move_on_after(self.timing.renew_deadline):
+                                await self._notifier_done.wait()
+                        self._notifier_scope.cancel()
+                        tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            _reraise(_unwrap(group, f"election for {self.lock.describe()}"))
+            error = _unwrap(group, f"election for {self.lock.describe()}")
+        else:
+            error = None
         finally:
             self.leadership._close()
+        if error is not None:
+            # Raised outside the except block, so the exception keeps its own __context__ and
+            # __cause__ (e.g. the ApiException behind a ForbiddenError).
+            raise error
 
     async def _notifier(
         self, receive: MemoryObjectReceiveStream[tuple[NewLeaderCallback, str]]
@@ -239,10 +251,15 @@ class _Elector:
         now = anyio.current_time()
         record = observed.record
         self._max_transitions = max(self._max_transitions, record.leader_transitions)
-        if observed.raw == self._observed_raw:
+        # The version too, not only the record's bytes: annotation locks write whole seconds, so
+        # two renewals in one second can be byte-identical, and treating the second as "no change"
+        # would start our clock too early. Any write restarts it (conservative).
+        key = (observed.raw, observed.version)
+        if key == self._observed_key:
             return
-        self._observed_raw = observed.raw
+        self._observed_key = key
         self._observed_at = now
+        self._observed_record = record
         holder = record.holder_identity
         if holder != self.observed_holder:
             self.observed_holder = holder
@@ -275,13 +292,15 @@ class _Elector:
 
     async def _acquire(self) -> Term:
         while True:
+            self._expires_at = None
             term = await self._try_acquire()
             if term is not None:
                 return term
             # client-go's JitterUntil: RP × uniform(1, 1 + jitter), counted after the attempt...
             pause = self.timing.retry_period * self.rng.uniform(1.0, 1.0 + self.timing.jitter)
             # ...but never later than the moment the observed lease expires: a crashed holder is
-            # then replaced LD after we saw its last renewal, not up to 2.2·RP after that.
+            # then replaced LD after we saw its last renewal, not up to 2.2·RP after that. Only
+            # set by a successful read, so a failing API is never retried in a tight loop.
             if self._expires_at is not None:
                 pause = min(pause, max(0.0, self._expires_at - anyio.current_time()))
             if self._retry_after is not None:
@@ -296,14 +315,14 @@ class _Elector:
             async with self._io:
                 observed = await self._request(self.lock.get, timeout)
                 if observed is None:
+                    if self._wait_after_deletion():
+                        return None
                     record = self._record_for_new_term(None)
                     sent = anyio.current_time()
                     created = await self._request(partial(self.lock.create, record), timeout)
                     return self._begin_term(created, record, sent)
                 self._observe(observed)
-                holder = observed.record.holder_identity
-                self._expires_at = None
-                if holder and holder != self.identity and not self._expired(observed.record):
+                if not self._may_take(observed.record):
                     self._expires_at = self._observed_at + self._duration(observed.record)
                     return None
                 record = self._record_for_new_term(observed.record)
@@ -317,6 +336,35 @@ class _Elector:
             self._retry_after = exc.retry_after
         return None
 
+    def _may_take(self, record: LeaderElectionRecord) -> bool:
+        """Free, expired, or our own last term (re-taken at once, as client-go does). A record
+        naming our identity with another transition count belongs to another process using our
+        identity (a force-deleted StatefulSet pod's replacement): it is waited out like anyone's."""
+        holder = record.holder_identity
+        if not holder or self._expired(record):
+            return True
+        if holder != self.identity:
+            return False
+        last = self.leadership.term
+        return last is not None and record.leader_transitions == last.fencing_token
+
+    def _wait_after_deletion(self) -> bool:
+        """The lock does not exist. If we saw it held before, its holder may still be working:
+        the deletion counts as a change observed now, and the previous holder's lease must run
+        out (its duration, at least our own) before we create a new one."""
+        previous = self._observed_record
+        if previous is None or not previous.holder_identity:
+            return False
+        if self._observed_key != _DELETED:
+            self._observed_key = _DELETED
+            self._observed_at = anyio.current_time()
+        duration = max(self._duration(previous), self.timing.lease_duration)
+        expires = self._observed_at + duration
+        if anyio.current_time() >= expires:
+            return False
+        self._expires_at = expires
+        return True
+
     def _record_for_new_term(self, previous: LeaderElectionRecord | None) -> LeaderElectionRecord:
         now = datetime.now(timezone.utc)
         transitions = self._max_transitions + 1
@@ -324,6 +372,8 @@ class _Elector:
             transitions = max(transitions, previous.leader_transitions + 1)
         base = previous if previous is not None else LeaderElectionRecord()
         return base.with_changes(
+            strategy=None,
+            preferred_holder=None,
             holder_identity=self.identity,
             lease_duration_seconds=self.timing.lease_duration_seconds,
             acquire_time=now,
@@ -449,6 +499,11 @@ class _Elector:
                     partial(self.lock.update, record), self._time_left(term)
                 )
             self._observe(observed)
+            if anyio.current_time() >= term.deadline:
+                # The reply came too late: the term's work was cancelled at its deadline and a
+                # term never comes back to life. The lock still names us; the next term re-takes
+                # it (with a new fencing token).
+                return False
             self._own_record = record
             self._last_renew_sent = sent
             self._last_renew_done = anyio.current_time()
@@ -503,10 +558,27 @@ class _Elector:
     # -- confirm, shutdown -----------------------------------------------------------------------
 
     async def confirm(self) -> bool:
-        """``is_leader(confirm=True)``: a bounded fresh read of the lock."""
+        """``is_leader(confirm=True)``: a bounded fresh read of the lock.
+
+        Concurrent confirmations share one read (single flight), so that any number of callers
+        cost one request and can delay a due renewal by at most one bounded read.
+        """
         term = self.leadership.term
         if term is None or not term.active:
             return False
+        flight = self._confirm_flight
+        if flight is None:
+            flight = self._confirm_flight = _Flight()
+            try:
+                flight.result = await self._confirm_once(term)
+            finally:
+                self._confirm_flight = None
+                flight.done.set()
+        else:
+            await flight.done.wait()
+        return bool(flight.result) and term.active
+
+    async def _confirm_once(self, term: Term) -> bool:
         try:
             async with self._io:
                 fresh = await self._request(self.lock.get, self._time_left(term))
@@ -520,7 +592,7 @@ class _Elector:
         if not self._still_ours(term, fresh.record):
             self._end_term(term, "lost")
             return False
-        return term.active
+        return True
 
     async def _shutdown(self) -> None:
         """Runs shielded when the campaign ends for any reason: end the term, wait for leader work
@@ -547,6 +619,8 @@ class _Elector:
                         return
                     now = datetime.now(timezone.utc)
                     released = fresh.record.with_changes(
+                        strategy=None,
+                        preferred_holder=None,
                         holder_identity="",
                         lease_duration_seconds=1,
                         acquire_time=now,
@@ -559,7 +633,7 @@ class _Elector:
                 logger.info(
                     "%s: released by %s", self.lock.describe(), self.identity, extra=self._log_extra
                 )
-            except AioleaderError as exc:
+            except Exception as exc:  # a failed release must never wedge the shutdown
                 logger.warning(
                     "%s: release failed: %s", self.lock.describe(), exc, extra=self._log_extra
                 )
@@ -687,4 +761,7 @@ async def elect(
             finally:
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        _reraise(_unwrap(group, f"election for {lock.describe()}"))
+        error = _unwrap(group, f"election for {lock.describe()}")
+    else:
+        return
+    raise error

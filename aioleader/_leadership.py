@@ -50,9 +50,10 @@ class Term(metaclass=_NoPublicConstructor):
         cancel_scope: the scope of the first ``leading()`` block of this term (each concurrent
             ``leading()`` block gets its own scope, all cancelled together).
         ended: an :class:`anyio.Event` set when the term ends.
-        end_reason: why it ended: ``"lost"`` (another holder), ``"deadline"`` (renewal missed the
-            renew deadline), ``"released"`` / ``"stopped"`` (the election was shut down), or
-            ``"error"``.
+        end_reason: ``None`` while active; then why it ended: ``"lost"`` (the lock names another
+            holder, or was deleted), ``"deadline"`` (no successful renewal within the renew
+            deadline), or ``"stopped"`` (the election was shut down; the lock is then released
+            if ``release_on_cancel``).
     """
 
     def __init__(
@@ -173,7 +174,15 @@ class _Leading:
 
     async def __aenter__(self) -> Term:
         if self._term is None:
-            self._term = await self._leadership.wait_term()
+            while True:
+                # No checkpoint between wait_term()'s check and opening the scope: the term cannot
+                # end in between, so the body never starts in a term that is already over.
+                term = await self._leadership.wait_term()
+                scope = term._open_scope()
+                if term._reason is None:
+                    break
+                term._close_scope(scope)
+            self._term, self._scope = term, scope
         term = self._term
         if self._scope is None:
             self._scope = term._open_scope()
@@ -281,12 +290,20 @@ class Leadership(metaclass=_NoPublicConstructor):
         return await self._elector.confirm()
 
     async def wait_term(self) -> Term:
-        """Wait until this candidate leads and return the active term."""
+        """Wait until this candidate leads and return the active term.
+
+        The term is active when this returns (the check is the last thing before returning).
+        """
+        await anyio.lowlevel.checkpoint()
         while True:
             term = self._term
             if term is not None and term.active:
-                await anyio.lowlevel.checkpoint()
                 return term
+            if term is not None and term._reason is None and self._acquired.is_set():
+                # Past its deadline, not yet ended by the elector (which runs at the same
+                # instant): wait for that rather than spinning.
+                await term.ended.wait()
+                continue
             if self._closed.is_set():
                 raise ElectionError(f"the election for {self._elector.lock.describe()} has ended")
             event = self._acquired

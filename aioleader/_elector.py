@@ -280,7 +280,9 @@ class _Elector:
         return record.lease_duration_seconds or self.timing.lease_duration
 
     def _expired(self, record: LeaderElectionRecord) -> bool:
-        return anyio.current_time() >= self._observed_at + self._duration(record)
+        # 1 ns of float-rounding slack: a sleep until the expiry instant may wake a hair before it
+        # (fake clocks round), and must not then retry at the same instant forever.
+        return anyio.current_time() + 1e-9 >= self._observed_at + self._duration(record)
 
     def _failed(self, exc: AioleaderError) -> None:
         self.counters.last_error = f"{type(exc).__name__}: {exc}"
@@ -349,11 +351,17 @@ class _Elector:
         return last is not None and record.leader_transitions == last.fencing_token
 
     def _wait_after_deletion(self) -> bool:
-        """The lock does not exist. If we saw it held before, its holder may still be working:
-        the deletion counts as a change observed now, and the previous holder's lease must run
-        out (its duration, at least our own) before we create a new one."""
+        """The lock does not exist. If we ever saw it, somebody may hold it still - even if it
+        was free when we last looked, another candidate may have taken it since and be working
+        now: the deletion counts as a change observed now, and a lease (the last one we saw, at
+        least our own) must run out before we create a new one.
+
+        A candidate that has never seen the lock creates it at once, as client-go does: it
+        cannot know about a holder whose lock object was deleted before it started. Deleting
+        the lock of a running election is unsafe for such candidates; do not.
+        """
         previous = self._observed_record
-        if previous is None or not previous.holder_identity:
+        if previous is None:
             return False
         if self._observed_key != _DELETED:
             self._observed_key = _DELETED

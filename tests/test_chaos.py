@@ -7,7 +7,7 @@ from typing import Any
 import looptime
 import pytest
 
-from aioleader.testing._chaos import run_chaos
+from aioleader.testing._chaos import FAULTS, run_chaos
 
 pytestmark = pytest.mark.anyio
 
@@ -27,9 +27,10 @@ async def test_chaos_never_two_leaders_and_a_leader_after_every_heal(
     assert report.failovers >= 200
     assert report.overlaps == []
     assert report.late_work == []
+    assert report.started_inactive == []
     assert report.fencing_monotonic
     assert report.max_recovery <= report.bound
-    assert len(report.faults) >= 5  # every kind of fault was exercised
+    assert set(report.faults) == set(FAULTS)  # every kind of fault was exercised
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ class Group:
         self.emu = emu
         self.tg = tg
         self.lock_name = lock_name
-        self.log = TermLog(tolerance=0.05)  # real time: the loop's scheduling latency
+        self.log = TermLog(tolerance=0.2)  # real time: the loop's scheduling latency under load
         self.scopes: dict[str, anyio.CancelScope] = {}
         self.leaderships: dict[str, Leadership] = {}
 
@@ -138,7 +138,8 @@ async def test_graceful_stop_hands_over_and_crash_fails_over(emu: KubeEmulator) 
         third = await g.wait_leader(other_than=second)
         failover = anyio.current_time() - start
         assert third not in (first, second)
-        assert failover >= TIMING.lease_duration - TIMING.retry_period * 2.2 - 0.1
+        # its last renewal was at most one RP before the crash, and b counts LD from seeing it
+        assert failover >= TIMING.lease_duration - TIMING.retry_period - 0.05
         assert failover < TIMING.lease_duration + 2.2 * TIMING.retry_period + 1.0
 
 
@@ -193,7 +194,7 @@ async def test_leader_cut_off_longer_than_lease_duration(emu: KubeEmulator, faul
         assert anyio.current_time() - cut <= TIMING.renew_deadline + 0.1
         new = await g.wait_leader(other_than="a")
         assert new in ("b", "c")
-        assert anyio.current_time() - cut >= TIMING.lease_duration - 2.2 * TIMING.retry_period
+        assert anyio.current_time() - cut >= TIMING.lease_duration - TIMING.retry_period - 0.05
         faults.heal()
         await anyio.sleep(1)
         assert g.leaders() == [new]

@@ -57,15 +57,17 @@ def decode_annotation(value: object) -> tuple[LeaderElectionRecord, bytes]:
     Three outcomes:
 
     * **Free** (an empty record): the annotation is absent, empty, or the JSON ``null``. client-go
-      reads an absent annotation and ``null`` as an empty record, and the official Python client
-      reads an empty one so; a lock in this state has no holder to wait for.
-    * **A record**: a JSON object whose ``holderIdentity`` is a string or null, which is what
-      client-go and the official Python client always write. The other fields are read leniently
-      (a garbage time is absent, an invalid duration is ``None``, so the elector assumes its own
-      lease duration); fields we do not model are kept in ``extra`` and written back.
+      reads an absent annotation and ``null`` as an empty record, the official Python client an
+      absent or empty one; there is no holder to wait for.
+    * **A record**: a JSON object whose ``holderIdentity`` is a string (``""`` is free) or null,
+      which is what client-go and the official Python client always write. The other fields are
+      read leniently (a garbage time is absent; an invalid duration is ``None``, so the elector
+      assumes its own lease duration); fields we do not model are kept in ``extra`` and written
+      back.
     * **Unparseable**: anything else - text that is not JSON, JSON that is not an object, an
-      object without ``holderIdentity`` or with a holder that is not a string. The record then
-      names :data:`UNPARSEABLE_HOLDER` with no lease duration.
+      object without ``holderIdentity`` (no known writer omits it, so an object without it is a
+      format we do not know, not evidence that the lock is free) or with a holder that is not a
+      string. The record then names :data:`UNPARSEABLE_HOLDER`, with no lease duration.
 
     Why not free, and why not an error? client-go returns the ``json.Unmarshal`` error, so its
     elector retries forever and a lock once garbled is never taken over: a live-lock. Reading it

@@ -98,6 +98,10 @@ class MemoryLock(Lock):
         """Successful creates and updates so far, by all siblings."""
         return self._slot.writes
 
+    def peek_raw(self) -> bytes | None:
+        """The stored record's bytes, as ``Observed.raw`` carries them (tests)."""
+        return self._slot.raw
+
     def peek(self) -> LeaderElectionRecord | None:
         """The current record, without a checkpoint (for assertions in tests)."""
         raw = self._slot.raw

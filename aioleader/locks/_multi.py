@@ -65,10 +65,11 @@ class MultiLock(Lock):
       overwrite a Lease that a Lease-only replica has just taken: two leaders until its next
       renewal. Here that is a :class:`~aioleader.LockConflict`, and the elector's fresh read
       decides.
-    * An operation succeeds only if both objects were written; a term begins and a renewal counts
-      only then, so neither object ever names a leader that has not renewed the other. If the
-      secondary write fails after the primary's succeeded, the primary names us without a term
-      (until our next attempt, or until it expires).
+    * An operation succeeds only if both objects were written, and only then does a term begin or
+      a renewal count: a term's deadline never runs past what either object's last write
+      promises, whichever one a peer watches. If the secondary write fails after the primary's
+      succeeded, the primary names us without a term until our next attempt or its expiry (a
+      delay, never a second leader).
     * ``timeout`` bounds the whole operation; each request gets what is left of it.
     * Both locks must have the same identity (client-go reports the primary's and leaves the rest
       to the user). :meth:`describe` names both, ``primary+secondary``. :meth:`record_event` goes

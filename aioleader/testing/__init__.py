@@ -2,7 +2,8 @@
 
 :class:`KubeEmulator` is an in-process kube-apiserver (Leases, ConfigMaps, Endpoints, Events)
 that the real kubernetes_asyncio client talks to over HTTP, with per-client fault injection;
-:class:`MemoryLock` is a lock for tests that do not need the API at all.
+:class:`MemoryLock` is a lock for tests that do not need the API at all, and
+:class:`FaultyLock` wraps any lock to inject failures on fake clocks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from ._endpoint import ClientEndpoint as ClientEndpoint
 from ._faults import VERBS as VERBS
 from ._faults import WRITE_VERBS as WRITE_VERBS
 from ._faults import Faults as Faults
+from ._faulty import FaultyLock as FaultyLock
+from ._faulty import LockCall as LockCall
 from ._log import RequestRecord as RequestRecord
 
 __all__ = (
@@ -23,7 +26,9 @@ __all__ = (
     "ClientEndpoint",
     "EmulatorStatistics",
     "Faults",
+    "FaultyLock",
     "KubeEmulator",
+    "LockCall",
     "MemoryLock",
     "RequestRecord",
     "ServerClock",

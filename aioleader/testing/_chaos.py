@@ -28,7 +28,17 @@ from ._faulty import FaultyLock
 
 __all__ = ["ChaosReport", "TermLog", "WorkInterval", "lead_forever", "run_chaos"]
 
-FAULTS = ("crash", "stop", "partition", "errors", "latency", "lost-replies", "follower-partition")
+FAULTS = (
+    "crash",
+    "stop",
+    "partition",
+    "errors",
+    "latency",
+    "lost-replies",
+    "follower-partition",
+    "follower-errors",
+    "delete",
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class WorkInterval:
     end: float
     deadline: float
     end_reason: str | None
+    started_active: bool = True
 
 
 @dataclass
@@ -76,6 +87,11 @@ class TermLog:
         return [i for i in self.intervals if i.end > i.deadline + self.tolerance]
 
     @property
+    def started_inactive(self) -> list[WorkInterval]:
+        """Work that began in a term already over (must be empty)."""
+        return [i for i in self.intervals if not i.started_active]
+
+    @property
     def fencing_monotonic(self) -> bool:
         tokens = [i.fencing_token for i in sorted(self.intervals, key=lambda i: i.start)]
         return all(a < b for a, b in itertools.pairwise(tokens))
@@ -95,6 +111,7 @@ async def lead_forever(
         while True:
             async with leadership.leading() as term:
                 start = anyio.current_time()
+                active = term.active  # the body must never start in a term that is over
                 try:
                     await anyio.sleep(math.inf)
                 finally:
@@ -107,6 +124,7 @@ async def lead_forever(
                             end=anyio.current_time(),
                             deadline=term.deadline,
                             end_reason=term.end_reason,
+                            started_active=active,
                         )
                     )
 
@@ -132,6 +150,7 @@ class ChaosReport(TermLog):
             f"({', '.join(f'{k} {v}' for k, v in sorted(self.faults.items()))}), "
             f"{self.failovers} failovers in {self.virtual_seconds:.0f} virtual s; "
             f"overlapping terms {len(self.overlaps)}, work past deadline {len(self.late_work)}, "
+            f"work started in an ended term {len(self.started_inactive)}, "
             f"max time to a leader after heal {self.max_recovery:.2f} s (bound {self.bound:.2f} s)"
         )
 
@@ -170,6 +189,12 @@ class _Candidate:
         self.scope.cancel()
         self.scope = None
         self.leadership = None
+
+    def has_seen(self, raw: bytes | None) -> bool:
+        if self.leadership is None:
+            return False
+        key = self.leadership._elector._observed_key
+        return key is not None and key[0] == raw
 
     @property
     def leading(self) -> bool:
@@ -235,7 +260,10 @@ async def run_chaos(
             await c.start(tg)
         while report.failovers < failovers and report.rounds < max_rounds:
             report.rounds += 1
-            await wait_for_leader(math.inf)
+            if await wait_for_leader(report.bound + 120) is None:
+                report.recoveries.append(math.inf)  # stuck without a leader: fails the run
+                report.recovery_faults.append("no leader before the fault")
+                break
             current = leaders()[0]
             fault = rng.choice(FAULTS)
             report.faults[fault] = report.faults.get(fault, 0) + 1
@@ -253,12 +281,22 @@ async def run_chaos(
                 await current.start(tg)
             else:
                 target = current
-                if fault == "follower-partition":
+                if fault.startswith("follower-"):
                     target = rng.choice([c for c in pool if c is not current])
                 lock = target.lock
                 if fault in ("partition", "follower-partition"):
                     lock.hang = True
-                elif fault == "errors":
+                elif fault == "delete":
+                    # The leader's API path degrades and somebody deletes the lock object: the
+                    # others must still wait the leader's lease out. Only candidates that have
+                    # seen the current holder can know it exists (a deleted lock hides its
+                    # holder from everyone else; client-go has the same blind spot), so the
+                    # fault waits until every candidate has read the current record.
+                    while not all(c.has_seen(base.peek_raw()) for c in pool if c.up):
+                        await anyio.sleep(timing.retry_period / 4)
+                    lock.error_rate = 1.0
+                    base.delete()
+                elif fault in ("errors", "follower-errors"):
                     lock.error_rate = rng.uniform(0.3, 1.0)
                 elif fault == "latency":
                     lock.latency = rng.uniform(0, max_latency)

@@ -175,7 +175,7 @@ class FaultyLock(Lock):
         except LockConflict:
             outcome = "conflict"
             raise
-        except LockError:
+        except AioleaderError:
             outcome = "error"
             raise
         else:

@@ -135,8 +135,10 @@ class _Elector:
         rng: random.Random | None,
         name: str | None = None,
         metrics: ElectionMetrics | None = None,
+        watch: bool = True,
     ) -> None:
         timing = _validate(lock, timing)
+        self.watch = watch
         self.name = name if name is not None else lock.describe()
         self.metrics = metrics
         self.lock = lock
@@ -162,6 +164,9 @@ class _Elector:
         self._last_renew_done: float | None = None
         self._retry_after: float | None = None
         self._expires_at: float | None = None
+        self._attempt_failed = False
+        self._watch_failed = False
+        self._wake = anyio.Event()
         self._ever_led = False
         self._stopped_pending: Term | None = None
         # The lock object caches what it last read; requests must not interleave.
@@ -274,6 +279,20 @@ class _Elector:
                 with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                     self._notify.send_nowait((self.on_new_leader, holder))
 
+    def _observe_missing(self) -> None:
+        """The lock does not exist (read or watched). A change like any other: it restarts our
+        clock, and whoever held it is no longer visible."""
+        if self._observed_key == _DELETED:
+            return
+        self._observed_key = _DELETED
+        self._observed_at = anyio.current_time()
+        if self.observed_holder:
+            self.observed_holder = ""
+            self.counters.leader_changes += 1
+            if self.on_new_leader is not None and self._notify is not None:
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._notify.send_nowait((self.on_new_leader, ""))
+
     def _duration(self, record: LeaderElectionRecord) -> float:
         # The record's own duration is what its holder promised; an invalid one (missing, <= 0)
         # is read as our own lease duration, not as "expired at once" as client-go does.
@@ -293,6 +312,90 @@ class _Elector:
     # -- acquiring -----------------------------------------------------------------------------------
 
     async def _acquire(self) -> Term:
+        if self.watch and self.lock.supports_watch and not self._watch_failed:
+            term = await self._acquire_watching()
+            if term is not None:
+                return term
+        return await self._acquire_polling()
+
+    async def _acquire_watching(self) -> Term | None:
+        """Follow the lock through a watch instead of polling it.
+
+        A watch observes every renewal the moment it lands, so the observed time is exact and
+        a follower sends no request while the holder renews. It attempts at once when the lock
+        is released (or deleted and waited out) and exactly when the lease it observed expires.
+        Returns ``None`` if the lock cannot be watched (e.g. RBAC without list/watch), and the
+        caller polls instead.
+        """
+        self._wake = anyio.Event()
+        next_try = anyio.current_time()  # the first attempt is immediate, as when polling
+        backoff_until = -math.inf
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._follow)
+            while not self._watch_failed:
+                now = anyio.current_time()
+                if now >= next_try:
+                    self._attempt_failed = False
+                    term = await self._try_acquire()
+                    if term is not None:
+                        tg.cancel_scope.cancel()
+                        return term
+                    now = anyio.current_time()
+                    if self._attempt_failed:
+                        pause = self.timing.retry_period * self.rng.uniform(
+                            1.0, 1.0 + self.timing.jitter
+                        )
+                        backoff_until = now + max(pause, self._retry_after or 0.0)
+                        self._retry_after = None
+                    next_try = max(self._due(), backoff_until)
+                    continue
+                wake = self._wake
+                with anyio.move_on_after(next_try - now):
+                    await wake.wait()
+                if wake.is_set():
+                    self._wake = anyio.Event()
+                    next_try = max(self._due(), backoff_until)
+            tg.cancel_scope.cancel()
+        return None
+
+    async def _follow(self) -> None:
+        """Feed every change the lock's watch reports into our observation."""
+        while True:
+            try:
+                async with contextlib.aclosing(self.lock.watch()) as states:
+                    async for observed in states:
+                        if observed is None:
+                            self._observe_missing()
+                        else:
+                            self._observe(observed)
+                        self._wake.set()
+            except ElectionError as exc:
+                logger.warning(
+                    "%s: cannot watch the lock (%s); polling it instead",
+                    self.lock.describe(),
+                    exc,
+                    extra=self._log_extra,
+                )
+                self._watch_failed = True
+                self._wake.set()
+                return
+            except LockError as exc:
+                self._failed(exc)
+            await anyio.sleep(self.timing.retry_period)
+
+    def _due(self) -> float:
+        """When an acquisition attempt makes sense, by what we observed last."""
+        now = anyio.current_time()
+        record = self._observed_record
+        if record is None:
+            return now
+        if self._observed_key == _DELETED:
+            return self._observed_at + max(self._duration(record), self.timing.lease_duration)
+        if self._may_take(record):
+            return now
+        return self._observed_at + self._duration(record)
+
+    async def _acquire_polling(self) -> Term:
         while True:
             self._expires_at = None
             term = await self._try_acquire()
@@ -335,6 +438,7 @@ class _Elector:
             self._failed(exc)
         except LockError as exc:
             self._failed(exc)
+            self._attempt_failed = True
             self._retry_after = exc.retry_after
         return None
 
@@ -363,9 +467,7 @@ class _Elector:
         previous = self._observed_record
         if previous is None:
             return False
-        if self._observed_key != _DELETED:
-            self._observed_key = _DELETED
-            self._observed_at = anyio.current_time()
+        self._observe_missing()
         duration = max(self._duration(previous), self.timing.lease_duration)
         expires = self._observed_at + duration
         if anyio.current_time() >= expires:
@@ -694,6 +796,7 @@ async def campaign(
     rng: random.Random | None = None,
     name: str | None = None,
     metrics: ElectionMetrics | None = None,
+    watch: bool = True,
     task_status: TaskStatus[Leadership] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Campaign for ``lock`` until cancelled, for task groups::
@@ -709,6 +812,11 @@ async def campaign(
     (``""`` when the lock is released). ``rng`` makes the retry jitter reproducible in tests.
     ``name`` labels logs and metrics (default: the lock's ``describe()``); ``metrics`` receives the
     elector's measurements (e.g. :class:`~aioleader.PrometheusMetrics`).
+
+    Followers *watch* the lock when it supports watches (``LeaseLock``, ``MemoryLock``): no
+    requests while the holder renews, an attempt the moment it releases, and exactly when an
+    observed lease expires. ``watch=False``, or a lock without watches (or a watch refused by
+    RBAC), polls every ``retry_period × uniform(1, 1 + jitter)`` as client-go does.
     """
     elector = _Elector(
         lock,
@@ -720,6 +828,7 @@ async def campaign(
         rng=rng,
         name=name,
         metrics=metrics,
+        watch=watch,
     )
     await elector.run(task_status=task_status)
 
@@ -736,6 +845,7 @@ async def elect(
     rng: random.Random | None = None,
     name: str | None = None,
     metrics: ElectionMetrics | None = None,
+    watch: bool = True,
 ) -> AsyncIterator[Leadership]:
     """Campaign for ``lock`` in the background for the duration of the block::
 
@@ -760,6 +870,7 @@ async def elect(
         rng=rng,
         name=name,
         metrics=metrics,
+        watch=watch,
     )
     try:
         async with anyio.create_task_group() as tg:

@@ -9,7 +9,7 @@ bounds each request by what is left of the renew window), and errors are excepti
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
@@ -87,8 +87,12 @@ class Lock(ABC):
         """Whether :meth:`watch` is implemented (followers fall back to polling otherwise)."""
         return False
 
-    def watch(self) -> AsyncIterator[Observed | None]:
-        """Yield the lock each time it changes (``None`` when it is deleted)."""
+    def watch(self) -> AsyncGenerator[Observed | None, None]:
+        """Yield the lock now and each time its record changes (``None`` while it does not exist).
+
+        Must never touch the version cached for :meth:`update`, and must retry transient errors
+        itself; an :class:`~aioleader.ElectionError` (e.g. no RBAC for list/watch) makes an
+        elector fall back to polling."""
         raise NotImplementedError(f"{type(self).__name__} does not support watching")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook

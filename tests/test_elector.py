@@ -189,7 +189,10 @@ async def test_reply_lost_after_write_applied_takes_the_slow_path_and_keeps_lead
         assert leadership.statistics().slow_path == 1
 
 
-async def test_crashed_leader_is_replaced_after_observed_time_plus_record_duration() -> None:
+@pytest.mark.parametrize(("watch", "expected"), [(False, 24.5), (True, 24)])
+async def test_crashed_leader_is_replaced_after_observed_time_plus_record_duration(
+    watch: bool, expected: float
+) -> None:
     a = MemoryLock("a")
     b = a.sibling("b")
     t0 = now()
@@ -201,17 +204,22 @@ async def test_crashed_leader_is_replaced_after_observed_time_plus_record_durati
         ):
             await la.wait_term()
             await anyio.sleep(0.5)
-            async with candidate(b, tg, rng=Jitter(0)) as (lb, stop_b):
+            async with candidate(b, tg, rng=Jitter(0), watch=watch) as (lb, stop_b):
                 # b polls at 0.5, 2.5, 4.5 (sees a's renewal of 4), ...
                 await anyio.sleep(4.5)  # t = 5
                 crash_a.cancel()  # no release: a simply stops renewing
                 term = await lb.wait_term()
-                assert now() - t0 == 24.5  # observed at 4.5 + the record's 20 s
+                # polling: a's renewal at 4 seen at b's poll at 4.5; watching: seen at 4.
+                # Either way + the record's 20 s, not b's own 15.
+                assert now() - t0 == expected
                 assert term.fencing_token == 1
                 stop_b.cancel()
 
 
-async def test_graceful_release_hands_over_at_the_next_poll() -> None:
+@pytest.mark.parametrize(("watch", "expected"), [(False, 6.5), (True, 5)])
+async def test_graceful_release_hands_over_at_the_next_poll_or_at_once_when_watching(
+    watch: bool, expected: float
+) -> None:
     a = MemoryLock("a")
     b = a.sibling("b")
     seen: list[tuple[float, str]] = []
@@ -220,15 +228,22 @@ async def test_graceful_release_hands_over_at_the_next_poll() -> None:
         await la.wait_term()
         await anyio.sleep(0.5)
         async with candidate(
-            b, tg, rng=Jitter(0), on_new_leader=lambda who: seen.append((now() - t0, who))
+            b,
+            tg,
+            rng=Jitter(0),
+            watch=watch,
+            on_new_leader=lambda who: seen.append((now() - t0, who)),
         ) as (lb, stop_b):
             await anyio.sleep(4.5)
             stop_a.cancel()  # t = 5: release
             term = await lb.wait_term()
-            assert now() - t0 == 6.5  # b's next poll sees a free lock
+            assert now() - t0 == expected  # b's next poll, or the watch, sees a free lock
             assert term.fencing_token == 1  # a's term was 0; the release keeps it; b's term is 1
             stop_b.cancel()
-    assert seen == [(0.5, "a"), (6.5, ""), (6.5, "b"), (6.5, "")]  # b released on stop
+    if watch:  # every renewal seen, the release the moment it lands
+        assert seen == [(0.5, "a"), (5, ""), (5, "b"), (5, "")]
+    else:
+        assert seen == [(0.5, "a"), (6.5, ""), (6.5, "b"), (6.5, "")]  # b released on stop
 
 
 async def test_loss_to_another_holder_ends_the_term_at_once_and_recampaigns() -> None:
@@ -361,7 +376,7 @@ async def test_leading_runs_body_only_while_leader_and_waits_for_the_term() -> N
     t0 = now()
     async with anyio.create_task_group() as tg, candidate(a, tg) as (la, stop_a):
         await la.wait_term()
-        async with elect(b, rng=Jitter(0)) as lb:
+        async with elect(b, rng=Jitter(0), watch=False) as lb:
             tg.start_soon(lambda: _stop_later(stop_a, 3))
             async with lb.leading() as term:
                 assert now() - t0 == 4  # b's poll at 4 sees a's release at 3
@@ -475,7 +490,10 @@ async def test_bad_arguments_are_rejected_before_campaigning() -> None:
 # -- regressions from review ---------------------------------------------------------------------
 
 
-async def test_lock_deleted_under_a_leader_is_not_recreated_until_its_lease_ran_out() -> None:
+@pytest.mark.parametrize(("watch", "seen_at"), [(False, 6.5), (True, 5)])
+async def test_lock_deleted_under_a_leader_is_not_recreated_until_its_lease_ran_out(
+    watch: bool, seen_at: float
+) -> None:
     a = FaultyLock(MemoryLock("a"))
     b = a.inner.sibling("b")  # type: ignore[attr-defined]
     log = TermLog()
@@ -483,7 +501,7 @@ async def test_lock_deleted_under_a_leader_is_not_recreated_until_its_lease_ran_
         la = await tg.start(partial(lead_forever, a, log))
         await la.wait_term()
         await anyio.sleep(0.5)
-        await tg.start(partial(lead_forever, b, log, rng=Jitter(0)))
+        await tg.start(partial(lead_forever, b, log, rng=Jitter(0), watch=watch))
         await anyio.sleep(4.5)  # t = 5; a renewed at 2 and 4
         a.error_rate = 1.0  # a keeps leading until 4 + RD = 14, unable to renew
         a.inner.delete()  # type: ignore[attr-defined]  # t = 5: somebody deletes the lock
@@ -491,7 +509,7 @@ async def test_lock_deleted_under_a_leader_is_not_recreated_until_its_lease_ran_
         tg.cancel_scope.cancel()
     assert log.overlaps == []
     b_term = next(i for i in log.intervals if i.identity == "b")
-    assert b_term.start == 6.5 + 15  # b saw the deletion at its poll at 6.5, waits LD from then
+    assert b_term.start == seen_at + 15  # b waits LD from seeing the deletion
     assert b_term.fencing_token == 1  # and does not restart the fencing tokens at 0
 
 
@@ -605,3 +623,64 @@ async def test_a_renewal_that_succeeds_after_the_deadline_does_not_revive_the_te
         second = await leadership.wait_term()
         assert second.number == 2
         assert second.fencing_token == 1
+
+
+# -- watching followers --------------------------------------------------------------------------
+
+
+async def test_watching_follower_sends_no_request_while_the_leader_renews() -> None:
+    a = MemoryLock("a")
+    b = FaultyLock(a.sibling("b"), watch=True)
+    async with elect(a) as la:
+        await la.wait_term()
+        async with elect(b) as lb:
+            await anyio.sleep(600)
+            ops = [(c.op, c.started) for c in b.calls]
+            assert ops == [("get", 0)]  # one read at start; the watch is still open
+            assert lb.leader == "a"
+            assert lb.statistics().acquire_attempts == 1
+    assert [c.op for c in b.calls] == ["get", "watch"]
+
+
+async def test_watching_follower_falls_back_to_polling_when_the_watch_is_forbidden() -> None:
+    a = MemoryLock("a")
+    b = FaultyLock(a.sibling("b"), watch=True)
+    b.fail_next(ForbiddenError("list", 'leases.coordination.k8s.io "x"'))  # the watch's list
+    async with elect(a) as la:
+        await la.wait_term()
+        t0 = now()
+        async with elect(b, rng=Jitter(0)):
+            await anyio.sleep(7)
+    gets = [c.started - t0 for c in b.calls if c.op == "get"]
+    # polling every RP (the watching attempt at 0 and the first poll may both happen at 0,
+    # depending on whether the watch failed before or after it)
+    assert sorted(set(gets)) == [0, 2, 4, 6]
+    assert len(gets) <= 5
+    assert [c.outcome for c in b.calls if c.op == "watch"] == ["error"]
+
+
+async def test_watching_follower_survives_a_broken_stream_and_still_fails_over() -> None:
+    a = MemoryLock("a")
+    b = FaultyLock(a.sibling("b"), watch=True, rng=random.Random(3))
+    log = TermLog()
+    async with anyio.create_task_group() as tg:
+        crash = anyio.CancelScope()
+
+        async def run_a(*, task_status: anyio.abc.TaskStatus[Leadership]) -> None:
+            with crash:
+                await lead_forever(a, log, release_on_cancel=False, task_status=task_status)
+
+        la = await tg.start(run_a)
+        await la.wait_term()
+        b.error_rate = 0.5  # half the watched events break the stream
+        lb = await tg.start(partial(lead_forever, b, log))
+        await anyio.sleep(30)
+        b.heal()
+        await anyio.sleep(3)
+        crash.cancel()  # t = 33; a's last renewal at 32
+        term = await lb.wait_term()
+        assert now() <= 32 + 15 + 2  # LD after the last renewal it saw, + one re-watch pause
+        assert term.fencing_token == 1
+        tg.cancel_scope.cancel()
+    assert log.overlaps == []
+    assert sum(1 for c in b.calls if c.op == "watch") > 3  # it did re-watch

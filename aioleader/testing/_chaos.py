@@ -292,7 +292,7 @@ async def run_chaos(
                     # seen the current holder can know it exists (a deleted lock hides its
                     # holder from everyone else; client-go has the same blind spot), so the
                     # fault waits until every candidate has read the current record.
-                    while not all(c.has_seen(base.peek_raw()) for c in pool if c.up):
+                    while not all(c.has_seen(base.peek_raw()) for c in pool if c.up):  # noqa: ASYNC110
                         await anyio.sleep(timing.retry_period / 4)
                     lock.error_rate = 1.0
                     base.delete()

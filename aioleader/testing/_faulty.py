@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -64,9 +65,11 @@ class FaultyLock(Lock):
         inner: Lock,
         *,
         rng: random.Random | None = None,
-        ops: frozenset[str] = frozenset({"get", "create", "update"}),
+        ops: frozenset[str] = frozenset({"get", "create", "update", "watch"}),
+        watch: bool = False,
     ) -> None:
         self.inner = inner
+        self._watch = watch
         self.rng = rng if rng is not None else random.Random()
         self.ops = ops
         self.calls: list[LockCall] = []
@@ -143,7 +146,37 @@ class FaultyLock(Lock):
 
     @property
     def supports_watch(self) -> bool:
-        return False
+        """With ``watch=True`` (and a watchable inner lock), watches pass through, faulted:
+        ``latency`` delays each event, ``hang`` holds them (a stalled stream), ``error_rate``
+        breaks the stream, and ``fail_next`` errors are raised when the watch starts."""
+        return self._watch and self.inner.supports_watch
+
+    def watch(self) -> AsyncGenerator[Observed | None, None]:
+        if not self.supports_watch:
+            raise NotImplementedError(f"{self.describe()} is not watched")
+        return self._watched()
+
+    async def _watched(self) -> AsyncGenerator[Observed | None, None]:
+        started = anyio.current_time()
+        outcome = "ok"
+        try:
+            if "watch" in self.ops and self._plan.fail_next:
+                raise self._plan.fail_next.pop(0)
+            async with contextlib.aclosing(self.inner.watch()) as states:
+                async for observed in states:
+                    if "watch" in self.ops:
+                        while self._plan.hang:  # noqa: ASYNC110 - a plain attribute knob
+                            await anyio.sleep(0.05)
+                        if self._plan.latency:
+                            await anyio.sleep(self._plan.latency)
+                        if self._plan.error_rate and self.rng.random() < self._plan.error_rate:
+                            raise LockError(f"{self.describe()}: injected watch failure")
+                    yield observed
+        except AioleaderError:
+            outcome = "error"
+            raise
+        finally:
+            self.calls.append(LockCall("watch", started, anyio.current_time(), outcome))
 
     async def get(self, *, timeout: float | None = None) -> Observed | None:
         return await self._call("get", lambda: self.inner.get(timeout=timeout), write=False)

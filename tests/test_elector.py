@@ -644,7 +644,7 @@ async def test_watching_follower_sends_no_request_while_the_leader_renews() -> N
 
 async def test_watching_follower_falls_back_to_polling_when_the_watch_is_forbidden() -> None:
     a = MemoryLock("a")
-    b = FaultyLock(a.sibling("b"), watch=True)
+    b = FaultyLock(a.sibling("b"), watch=True, ops=frozenset({"watch"}))
     b.fail_next(ForbiddenError("list", 'leases.coordination.k8s.io "x"'))  # the watch's list
     async with elect(a) as la:
         await la.wait_term()

@@ -213,10 +213,12 @@ async def run_chaos(
 ) -> ChaosReport:
     """Run rounds of one fault each until ``failovers`` leader changes have happened.
 
-    Each round waits until some candidate leads, injects one fault (kill the leader without
-    release, stop it gracefully, partition it, make its requests fail or slow, lose replies of
-    writes, partition a follower) for a random time, heals it, and measures how long it takes until
-    a leader exists again. Designed for fake clocks (looptime, trio's MockClock).
+    Even-numbered candidates follow the lock through a watch (faulted like their requests), odd-
+    numbered ones poll. Each round waits until some candidate leads, injects one fault (kill the
+    leader without release, stop it gracefully, partition it, make its requests fail or slow,
+    lose replies of writes, partition a follower) for a random time, heals it, and measures how
+    long it takes until a leader exists again. Designed for fake clocks (looptime, trio's
+    MockClock).
     """
     timing = timing or Timing()
     rng = random.Random(seed)
@@ -229,7 +231,12 @@ async def run_chaos(
     base = MemoryLock("c0", name="chaos")
     pool = [
         _Candidate(
-            FaultyLock(base if i == 0 else base.sibling(f"c{i}"), rng=random.Random(rng.random())),
+            # Every other candidate follows the lock through a (faulted) watch, the rest poll.
+            FaultyLock(
+                base if i == 0 else base.sibling(f"c{i}"),
+                rng=random.Random(rng.random()),
+                watch=i % 2 == 0,
+            ),
             timing,
             random.Random(rng.random()),
             report,

@@ -149,7 +149,7 @@ def test_timing_validation_names_the_field() -> None:
         ValueError, match=r"lease_duration \(10\) must be greater than renew_deadline"
     ):
         Timing(10, 10, 2)
-    with pytest.raises(ValueError, match="renew_deadline .* must be greater than max"):
+    with pytest.raises(ValueError, match=r"renew_deadline .* must be greater than max"):
         Timing(15, 2, 2)
     with pytest.raises(ValueError, match="retry_period must be greater than zero"):
         Timing(15, 10, 0)

@@ -69,7 +69,7 @@ class FaultyLock(Lock):
         watch: bool = False,
     ) -> None:
         self.inner = inner
-        self._watch = watch
+        self._watch_enabled = watch
         self.rng = rng if rng is not None else random.Random()
         self.ops = ops
         self.calls: list[LockCall] = []
@@ -149,7 +149,7 @@ class FaultyLock(Lock):
         """With ``watch=True`` (and a watchable inner lock), watches pass through, faulted:
         ``latency`` delays each event, ``hang`` holds them (a stalled stream), ``error_rate``
         breaks the stream, and ``fail_next`` errors are raised when the watch starts."""
-        return self._watch and self.inner.supports_watch
+        return self._watch_enabled and self.inner.supports_watch
 
     def watch(self) -> AsyncGenerator[Observed | None, None]:
         if not self.supports_watch:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import urlsplit
 from typing import Any
 
 import anyio
@@ -531,17 +532,32 @@ def allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str, n
     return False
 
 
+def record_queries(api_client: Any, into: list[tuple[str, dict[str, str]]]) -> None:
+    """Record the path and query of every request ``api_client`` sends (the emulator's log has
+    no queries, and RBAC authorizes a list or watch by its ``metadata.name`` field selector)."""
+    send = api_client.request
+
+    def request(method: str, url: str, query_params: Any = None, **kwargs: Any) -> Any:
+        into.append((urlsplit(url).path, dict(query_params or ())))
+        return send(method, url, query_params=query_params, **kwargs)
+
+    api_client.request = request
+
+
 @pytest.mark.asyncio
 async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulator) -> None:
     lock_name = load_example("fastapi_app").LOCK_NAME
     role = load_manifest("role.yaml")
     assert role["kind"] == "Role"
     rules: list[dict[str, Any]] = role["rules"]
+    queries: list[tuple[str, dict[str, str]]] = []
 
-    # An election through the LeaseLock: pod-a creates and renews the Lease while pod-b reads
+    # An election through the LeaseLock: pod-a creates and renews the Lease while pod-b follows
     # it, pod-a releases it, pod-b takes it over.
     async def candidate(name: str, stop: anyio.Event, led: anyio.Event) -> None:
-        lock = LeaseLock(lock_name, "default", name, api_client=await emulator.api_client(name))
+        api_client = await emulator.api_client(name)
+        record_queries(api_client, queries)
+        lock = LeaseLock(lock_name, "default", name, api_client=api_client)
         async with elect(lock, timing=TIMING) as leadership:
             await leadership.wait_term()
             led.set()
@@ -559,23 +575,29 @@ async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulat
         stops["pod-b"].set()
 
     requests = [r for r in emulator.requests if r.client in stops]
-    used = {(r.group, r.resource, r.verb) for r in requests}
-    assert {verb for group, resource, verb in used if resource == "leases"} == {
+    assert {r.verb for r in requests if r.resource == "leases"} == {
         "get",
+        "list",
+        "watch",
         "create",
         "update",
     }
-    # Every request but create names the Lease in its URL; a create names nothing (the name is
-    # in the body), which is why RBAC cannot restrict it by resourceNames.
-    assert {(r.verb == "create", r.name) for r in requests if r.resource == "leases"} == {
-        (False, lock_name),
-        (True, ""),
+    # get and update name the Lease in their URL; list and watch select it by name; a create
+    # names nothing that authorization sees (the name is in the body), which is why RBAC cannot
+    # restrict it by resourceNames.
+    assert {(r.verb, r.name) for r in requests if r.resource == "leases" and r.name} <= {
+        ("get", lock_name),
+        ("update", lock_name),
     }
+    collection = [query for path, query in queries if path.endswith("/leases")]
+    assert collection
+    assert all(query.get("fieldSelector") == f"metadata.name={lock_name}" for query in collection)
     for r in requests:
-        assert allowed(rules, r.group, r.resource, r.verb, r.name), r
+        name = lock_name if r.verb in ("list", "watch") else r.name
+        assert allowed(rules, r.group, r.resource, r.verb, name), r
 
-    # And nothing more: get/update of that Lease only, create (which RBAC cannot restrict by
-    # name), and Events for the transitions.
+    # And nothing more: that one Lease, create (which RBAC cannot restrict by name), and Events
+    # for the transitions.
     granted = {
         (group, resource, verb, tuple(rule.get("resourceNames", ())))
         for rule in rules
@@ -584,8 +606,10 @@ async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulat
         for verb in rule["verbs"]
     }
     assert granted == {
-        ("coordination.k8s.io", "leases", "get", (lock_name,)),
-        ("coordination.k8s.io", "leases", "update", (lock_name,)),
+        *(
+            ("coordination.k8s.io", "leases", verb, (lock_name,))
+            for verb in ("get", "list", "watch", "update")
+        ),
         ("coordination.k8s.io", "leases", "create", ()),
         ("", "events", "create", ()),
         ("", "events", "patch", ()),

@@ -96,7 +96,7 @@ class WatchOptions:
     * ``request_timeout``: the bound of each list request.
     """
 
-    relist_interval: float = 60.0
+    relist_interval: float = 300.0
     timeout_seconds: int = 290
     sock_connect: float = 10.0
     sock_read: float = 90.0

@@ -312,3 +312,34 @@ async def test_two_elections_in_one_process_use_partial(emu: KubeEmulator) -> No
         tg.cancel_scope.cancel()
     assert lease_spec(emu, "one")["holderIdentity"] == ""
     assert lease_spec(emu, "two")["holderIdentity"] == ""
+
+
+async def test_watching_followers_send_nothing_while_the_leader_renews(emu: KubeEmulator) -> None:
+    async with group(emu) as g:
+        for name in ("a", "b", "c"):
+            await g.start(name)
+        leader = await g.wait_leader()
+        await anyio.sleep(1)
+        emu.reset_log()
+        await anyio.sleep(3)
+        for name in ("a", "b", "c"):
+            counters = emu.counters(name)
+            if name == leader:
+                # the fast path: one PUT per renewal, no GET
+                assert counters.get("get", 0) == 0
+                assert 3 / TIMING.retry_period * 0.7 <= counters.get("update", 0)
+            else:
+                assert {verb: n for verb, n in counters.items() if n} == {}, name
+
+
+async def test_graceful_handover_to_a_watching_follower_is_immediate(emu: KubeEmulator) -> None:
+    async with group(emu) as g:
+        for name in ("a", "b", "c"):
+            await g.start(name)
+        first = await g.wait_leader()
+        await anyio.sleep(0.5)
+        start = anyio.current_time()
+        g.stop(first)
+        await g.wait_leader(other_than=first)
+        took = anyio.current_time() - start
+        assert took < 0.25  # the release is seen through the watch, not at the next poll

@@ -330,33 +330,39 @@ class _Elector:
         self._wake = anyio.Event()
         next_try = anyio.current_time()  # the first attempt is immediate, as when polling
         backoff_until = -math.inf
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._follow)
-            while not self._watch_failed:
-                now = anyio.current_time()
-                if now >= next_try:
-                    self._attempt_failed = False
-                    term = await self._try_acquire()
-                    if term is not None:
-                        tg.cancel_scope.cancel()
-                        return term
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._follow)
+                while not self._watch_failed:
                     now = anyio.current_time()
-                    if self._attempt_failed:
-                        pause = self.timing.retry_period * self.rng.uniform(
-                            1.0, 1.0 + self.timing.jitter
-                        )
-                        backoff_until = now + max(pause, self._retry_after or 0.0)
-                        self._retry_after = None
-                    next_try = max(self._due(), backoff_until)
-                    continue
-                wake = self._wake
-                with anyio.move_on_after(next_try - now):
-                    await wake.wait()
-                if wake.is_set():
-                    self._wake = anyio.Event()
-                    next_try = max(self._due(), backoff_until)
-            tg.cancel_scope.cancel()
-        return None
+                    if now >= next_try:
+                        self._attempt_failed = False
+                        term = await self._try_acquire()
+                        if term is not None:
+                            tg.cancel_scope.cancel()
+                            return term
+                        now = anyio.current_time()
+                        if self._attempt_failed:
+                            pause = self.timing.retry_period * self.rng.uniform(
+                                1.0, 1.0 + self.timing.jitter
+                            )
+                            backoff_until = now + max(pause, self._retry_after or 0.0)
+                            self._retry_after = None
+                        next_try = max(self._due(), backoff_until)
+                        continue
+                    wake = self._wake
+                    with anyio.move_on_after(next_try - now):
+                        await wake.wait()
+                    if wake.is_set():
+                        self._wake = anyio.Event()
+                        next_try = max(self._due(), backoff_until)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # Our own task group: what the acquisition raised comes out as itself.
+            error = _unwrap(group, f"following {self.lock.describe()}")
+        else:
+            return None
+        raise error
 
     async def _follow(self) -> None:
         """Feed every change the lock's watch reports into our observation."""

@@ -684,3 +684,11 @@ async def test_watching_follower_survives_a_broken_stream_and_still_fails_over()
         tg.cancel_scope.cancel()
     assert log.overlaps == []
     assert sum(1 for c in b.calls if c.op == "watch") > 3  # it did re-watch
+
+
+async def test_fatal_error_while_following_comes_out_as_itself() -> None:
+    lock = FaultyLock(MemoryLock("a"), watch=True)
+    lock.fail_next(ForbiddenError("get", 'leases.coordination.k8s.io "a"'))
+    with pytest.raises(ForbiddenError, match="cannot get leases"):
+        async with elect(lock) as leadership:
+            await leadership.wait_term()

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import ModuleType
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -233,14 +233,15 @@ async def test_worker_loses_a_partition_then_leads_again_with_a_higher_token(
         await eventually(lambda: holder(emulator, worker.LOCK_NAME) == "worker-b", timeout=6)
         await eventually(lambda: ("worker-b", 1) in writers())
 
-        # Healed, worker-a reads the Lease again and stays a follower while worker-b renews.
+        # Healed, worker-a reads (or watches) the Lease again and stays a follower while
+        # worker-b renews.
         emulator.faults("worker-a").heal()
         healed = len(emulator.requests)
         await anyio.sleep(1.0)
         reads = [
             r
             for r in emulator.requests[healed:]
-            if r.client == "worker-a" and r.verb == "get" and r.status == 200
+            if r.client == "worker-a" and r.verb in ("get", "list", "watch") and r.status == 200
         ]
         assert reads, "worker-a did not campaign again after the partition healed"
         assert holder(emulator, worker.LOCK_NAME) == "worker-b"
@@ -532,13 +533,14 @@ def allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str, n
     return False
 
 
-def record_queries(api_client: Any, into: list[tuple[str, dict[str, str]]]) -> None:
-    """Record the path and query of every request ``api_client`` sends (the emulator's log has
-    no queries, and RBAC authorizes a list or watch by its ``metadata.name`` field selector)."""
+def record_queries(api_client: Any, into: list[tuple[str, str, dict[str, str]]]) -> None:
+    """Record the method, path and query of every request ``api_client`` sends (the emulator's
+    log has no queries, and RBAC authorizes a list or watch by its ``metadata.name`` field
+    selector)."""
     send = api_client.request
 
     def request(method: str, url: str, query_params: Any = None, **kwargs: Any) -> Any:
-        into.append((urlsplit(url).path, dict(query_params or ())))
+        into.append((method, urlsplit(url).path, dict(query_params or ())))
         return send(method, url, query_params=query_params, **kwargs)
 
     api_client.request = request
@@ -550,7 +552,7 @@ async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulat
     role = load_manifest("role.yaml")
     assert role["kind"] == "Role"
     rules: list[dict[str, Any]] = role["rules"]
-    queries: list[tuple[str, dict[str, str]]] = []
+    queries: list[tuple[str, str, dict[str, str]]] = []
 
     # An election through the LeaseLock: pod-a creates and renews the Lease while pod-b follows
     # it, pod-a releases it, pod-b takes it over.
@@ -589,7 +591,8 @@ async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulat
         ("get", lock_name),
         ("update", lock_name),
     }
-    collection = [query for path, query in queries if path.endswith("/leases")]
+    # (a list or a watch: a GET of the collection)
+    collection = [q for method, path, q in queries if method == "GET" and path.endswith("/leases")]
     assert collection
     assert all(query.get("fieldSelector") == f"metadata.name={lock_name}" for query in collection)
     for r in requests:

@@ -687,7 +687,7 @@ async def test_watching_follower_survives_a_broken_stream_and_still_fails_over()
 
 
 async def test_fatal_error_while_following_comes_out_as_itself() -> None:
-    lock = FaultyLock(MemoryLock("a"), watch=True)
+    lock = FaultyLock(MemoryLock("a"), watch=True, ops=frozenset({"get"}))
     lock.fail_next(ForbiddenError("get", 'leases.coordination.k8s.io "a"'))
     with pytest.raises(ForbiddenError, match="cannot get leases"):
         async with elect(lock) as leadership:

@@ -40,6 +40,7 @@ from ._lock import Lock, Observed
 from ._metrics import ElectionMetrics
 from ._record import LeaderElectionRecord
 from ._timing import Timing
+from ._tracing import span
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -177,6 +178,10 @@ class _Elector:
         self._confirm_flight: _Flight | None = None
         self._notifier_scope = anyio.CancelScope(shield=True)
         self._log_extra = {"lock": lock.describe(), "identity": self.identity}
+        self._span_attributes = {
+            "aioleader.lock": lock.describe(),
+            "aioleader.identity": self.identity,
+        }
 
     # -- running -------------------------------------------------------------------------------------
 
@@ -420,6 +425,10 @@ class _Elector:
             await anyio.sleep(pause)
 
     async def _try_acquire(self) -> Term | None:
+        with span("acquire", **self._span_attributes):
+            return await self._try_acquire_once()
+
+    async def _try_acquire_once(self) -> Term | None:
         self.counters.acquire_attempts += 1
         timeout = self.timing.renew_deadline / 2
         try:
@@ -590,6 +599,10 @@ class _Elector:
             await self._sleep_until(min(now + self.timing.retry_period, term.deadline), term)
 
     async def _renew_once(self, term: Term, timeout: float) -> bool:
+        with span("renew", term=term.number, **self._span_attributes):
+            return await self._renew_once_traced(term, timeout)
+
+    async def _renew_once_traced(self, term: Term, timeout: float) -> bool:
         """One renewal: the fast path (an update on the cached version, no GET), falling back to
         the slow path (GET, then decide) on a conflict. False means the lock is authoritatively
         someone else's."""
@@ -723,6 +736,10 @@ class _Elector:
             await self._stopped(term)
 
     async def _release(self, term: Term) -> None:
+        with span("release", term=term.number, **self._span_attributes):
+            await self._release_traced(term)
+
+    async def _release_traced(self, term: Term) -> None:
         # Bounded by RD in total. Only our own last term is released: the fresh record must name
         # us *with that term's transition count*, so that a newer term of the same identity (a
         # restarted process) is never released from under it. update()'s compare-and-swap guards

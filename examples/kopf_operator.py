@@ -19,9 +19,13 @@ Decisions worth copying:
   followers' traffic is reads. Peering is off (``standalone``): the election decides who acts.
   Scanning is off: a namespaced operator with a namespaced Role cannot list Namespaces or CRDs.
 
-kopf logs in the usual way (in-cluster, else ``$KUBECONFIG``); the lock and the writes use a
-kubernetes_asyncio client loaded from the same place. SIGTERM stops kopf, then the Lease is
-released so that another replica takes over at once.
+kopf runs in a thread of its own, with its own event loop, as its embedding guide recommends:
+``kopf.operator()`` takes every task that appears in its loop after it starts for its own and
+cancels them when it stops, the election's included. Its handlers hand each event over to the
+main loop, where the election, the cache and the writes live. kopf logs in the usual way
+(in-cluster, else ``$KUBECONFIG``); the lock and the writes use a kubernetes_asyncio client loaded
+from the same place. SIGTERM stops kopf, then the Lease is released so that another replica takes
+over at once.
 """
 
 from __future__ import annotations
@@ -33,11 +37,14 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import kopf
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
@@ -73,17 +80,25 @@ class Seen:
 
 
 class Summarizer:
-    """The operator's state, shared by its handlers through kopf's memo."""
+    """The operator's state. It lives in the main event loop, with the election."""
 
     def __init__(self, api_client: ApiClient) -> None:
         self.core = CoreV1Api(api_client)
         self.seen: dict[tuple[str, str], Seen] = {}
 
-    def remember(self, seen: Seen) -> None:
-        self.seen[seen.namespace, seen.name] = seen
-
-    def forget(self, namespace: str, name: str) -> None:
-        self.seen.pop((namespace, name), None)
+    async def reconcile(self, leadership: Leadership, event: str | None, seen: Seen) -> None:
+        """Every replica keeps the summaries (a warm standby); only the leader writes them."""
+        key = (seen.namespace, seen.name)
+        if event == "DELETED":
+            self.seen.pop(key, None)
+            return
+        self.seen[key] = seen
+        if not await leadership.is_leader():
+            log.info("%s/%s: %s (not written here: a follower)", *key, seen.summary)
+            return
+        term = leadership.term
+        assert term is not None  # we lead
+        await self.write(seen, term)
 
     async def catch_up(self, term: Term) -> None:
         """``on_started_leading``: write what the previous leader left unwritten."""
@@ -131,33 +146,29 @@ class Summarizer:
 
 
 @kopf.on.event("configmaps", labels={LABEL: "true"})
-async def reconcile(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def on_configmap(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """In kopf's thread: hand the event over to the main loop, and wait for it to be handled."""
     summarizer: Summarizer = memo["summarizer"]
-    leadership: Leadership = memo["leadership"]
-    namespace, name = body.metadata.namespace or "", body.metadata.name
-    if type == "DELETED":
-        summarizer.forget(namespace, name)
-        return
     seen = Seen(
-        namespace=namespace,
-        name=name,
+        namespace=body.metadata.namespace or "",
+        name=body.metadata.name,
         resource_version=body.metadata["resourceVersion"],
         summary=summarize(body.get("data")),
         written=body.metadata.annotations.get(SUMMARY),
     )
-    summarizer.remember(seen)  # every replica: a warm standby
-    if not await leadership.is_leader():  # only the leader writes
-        log.info(
-            "%s/%s: %s (not written here: %s)",
-            namespace,
-            name,
-            seen.summary,
-            f"{leadership.leader} leads" if leadership.leader else "no leader yet",
-        )
-        return
-    term = leadership.term
-    assert term is not None  # we lead
-    await summarizer.write(seen, term)
+    handled = summarizer.reconcile(memo["leadership"], type, seen)
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(handled, memo["loop"]))
+
+
+def run_kopf(namespace: str, memo: kopf.Memo, stop_flag: threading.Event) -> None:
+    """kopf's thread: the operator in an event loop of its own, until ``stop_flag`` is set."""
+    settings = kopf.OperatorSettings()
+    settings.peering.standalone = True  # no kopf peering: the election decides who writes
+    settings.scanning.disabled = True  # a namespaced Role cannot list Namespaces or CRDs
+    settings.posting.level = logging.WARNING  # no Event per handler run in every replica
+    asyncio.run(
+        kopf.operator(settings=settings, namespaces=[namespace], memo=memo, stop_flag=stop_flag)
+    )
 
 
 async def load_api_client() -> ApiClient:
@@ -175,9 +186,10 @@ async def main(
     identity: str | None = None,
     namespace: str = "default",
     timing: Timing | None = None,
-    stop_flag: asyncio.Event | None = None,
+    stop: anyio.Event | None = None,
 ) -> None:
-    """Run the operator in ``namespace`` until SIGTERM/SIGINT (or ``stop_flag``)."""
+    """Run the operator in ``namespace`` until ``stop`` is set, or kopf stops."""
+    stop = stop if stop is not None else anyio.Event()
     async with contextlib.AsyncExitStack() as stack:
         # One client for the lock and the writes: passed in, or loaded (and closed) here.
         if api_client is None:
@@ -188,17 +200,22 @@ async def main(
         leadership = await stack.enter_async_context(
             elect(lock, timing=timing, on_started_leading=summarizer.catch_up)
         )
-        settings = kopf.OperatorSettings()
-        settings.peering.standalone = True
-        settings.scanning.disabled = True
-        settings.posting.level = logging.WARNING
-        await kopf.operator(
-            settings=settings,
-            namespaces=[namespace],
-            memo=kopf.Memo(summarizer=summarizer, leadership=leadership),
-            stop_flag=stop_flag,
+        memo = kopf.Memo(
+            summarizer=summarizer, leadership=leadership, loop=asyncio.get_running_loop()
         )
-    # Leaving the stack: kopf has stopped, the leader's writes are over, the Lease is released.
+        kopf_stop = threading.Event()
+
+        async def operator() -> None:
+            await anyio.to_thread.run_sync(run_kopf, namespace, memo, kopf_stop)
+            tg.cancel_scope.cancel()  # kopf stopped by itself: so do we
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(operator)
+            try:
+                await stop.wait()
+            finally:
+                kopf_stop.set()  # kopf cancels the handlers in flight and returns
+    # Out of the stack: kopf has stopped, the leader's writes are over, the Lease is released.
 
 
 def _arguments() -> argparse.Namespace:
@@ -211,8 +228,24 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
+async def run_until_signalled(namespace: str, timing: Timing) -> None:
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def operator() -> None:
+            await main(namespace=namespace, timing=timing, stop=stop)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(operator)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("%s: stopping", signal.Signals(signum).name)
+                stop.set()
+                break
+
+
 if __name__ == "__main__":
     args = _arguments()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     timing = Timing(args.lease_duration, args.renew_deadline, args.retry_period)
-    asyncio.run(main(namespace=args.namespace, timing=timing))
+    anyio.run(run_until_signalled, args.namespace, timing)

@@ -1,0 +1,29 @@
+"""OpenTelemetry spans for acquire, renew and release, when ``opentelemetry-api`` is installed.
+
+The library only uses the API (``pip install 'aioleader[otel]'``): without an SDK configured by
+the application the spans are no-ops, and without the package nothing is imported at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["span"]
+
+try:
+    from opentelemetry import trace as _trace
+except ImportError:  # pragma: no cover - depends on the environment
+    _trace = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[None]:
+    """A span named ``aioleader.<name>`` with ``attributes`` (lock, identity, ...)."""
+    if _trace is None:  # pragma: no cover
+        yield
+        return
+    tracer = _trace.get_tracer("aioleader")
+    with tracer.start_as_current_span(f"aioleader.{name}", attributes=attributes):
+        yield

@@ -17,13 +17,15 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     _trace = None  # type: ignore[assignment]
 
+# A proxy tracer: it follows a provider the application installs later.
+_tracer = _trace.get_tracer("aioleader") if _trace is not None else None
+
 
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[None]:
     """A span named ``aioleader.<name>`` with ``attributes`` (lock, identity, ...)."""
-    if _trace is None:  # pragma: no cover
+    if _tracer is None:  # pragma: no cover
         yield
         return
-    tracer = _trace.get_tracer("aioleader")
-    with tracer.start_as_current_span(f"aioleader.{name}", attributes=attributes):
+    with _tracer.start_as_current_span(f"aioleader.{name}", attributes=attributes):
         yield

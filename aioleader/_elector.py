@@ -167,6 +167,7 @@ class _Elector:
         self._expires_at: float | None = None
         self._attempt_failed = False
         self._watch_failed = False
+        self._fatal: BaseException | None = None
         self._wake = anyio.Event()
         self._ever_led = False
         self._stopped_pending: Term | None = None
@@ -219,6 +220,7 @@ class _Elector:
         finally:
             self.leadership._close()
         if error is not None:
+            self._fatal = error
             # Raised outside the except block, so the exception keeps its own __context__ and
             # __cause__ (e.g. the ApiException behind a ForbiddenError).
             raise error
@@ -776,6 +778,10 @@ class _Elector:
     # -- introspection -------------------------------------------------------------------------------
 
     def health_problem(self, tolerance: float) -> str | None:
+        if self._fatal is not None:
+            # The election is over for good (e.g. 403): a process that can never lead again is
+            # not healthy, whatever else it still serves.
+            return f"{self.lock.describe()}: the election failed: {self._fatal!r}"
         term = self.leadership.term
         if term is None or term._reason is not None or self._last_renew_done is None:
             return None

@@ -2,13 +2,14 @@
 
 A candidate is unhealthy only when it believes it leads but has not renewed for
 ``lease_duration + tolerance`` — that is, its elector is stuck (a blocked event loop, a process that
-was paused). Standbys are always healthy: killing a healthy standby would not help anyone.
+was paused) — or when its election failed for good (e.g. 403 Forbidden). Standbys are healthy:
+killing a healthy standby would not help anyone.
 
 Three ways to expose it:
 
 * :func:`check_health` — the check itself, for any framework (aiohttp: three lines, see
   ``examples/aiohttp_app.py``);
-* :func:`healthz_app` — an ASGI application (mount it at ``/healthz`` in Starlette/FastAPI);
+* :func:`healthz_app` — an ASGI application (route it at ``/healthz`` in Starlette/FastAPI);
 * :func:`serve_healthz` — a tiny HTTP server on anyio, used by ``aioleader run --healthz-addr``.
 """
 
@@ -61,6 +62,9 @@ def healthz_app(
     tolerance: float = 0.0,
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """An ASGI app answering any GET with 200 ``ok`` or 500 and the problems, as text.
+
+    Route it at an exact path (Starlette: ``Route("/healthz", endpoint=healthz_app(...))``);
+    ``app.mount("/healthz", ...)`` would answer ``/healthz/`` and redirect ``/healthz``.
 
     ``leaderships`` may be a callable, for apps whose elections start after the app is built
     (FastAPI lifespan).

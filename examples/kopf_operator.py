@@ -20,9 +20,10 @@ Decisions worth copying:
   Scanning is off: a namespaced operator with a namespaced Role cannot list Namespaces or CRDs.
 
 kopf runs in a thread of its own, with its own event loop, as its embedding guide recommends:
-``kopf.operator()`` takes every task that appears in its loop after it starts for its own and
-cancels them when it stops, the election's included. Its handlers hand each event over to the
-main loop, where the election, the cache and the writes live. kopf logs in the usual way
+``kopf.operator()`` takes every task that appears in its loop after it starts for its own, and
+on stopping waits for them (up to 5 s) and cancels them, the election's tasks included. Its
+handlers hand each event over to the main loop, where the election, the cache and the writes
+live. kopf logs in the usual way
 (in-cluster, else ``$KUBECONFIG``); the lock and the writes use a kubernetes_asyncio client loaded
 from the same place. SIGTERM stops kopf, then the Lease is released so that another replica takes
 over at once.

@@ -8,9 +8,10 @@ import anyio
 import looptime
 import pytest
 
-from aioleader import LeaderElectionRecord, Observed, elect
+from aioleader import ForbiddenError, LeaderElectionRecord, Leadership, Observed, elect
 from aioleader._health import check_health, healthz_app, serve_healthz
 from aioleader.locks import MemoryLock
+from aioleader.testing import FaultyLock
 
 pytestmark = pytest.mark.anyio
 
@@ -105,3 +106,18 @@ async def test_serve_healthz_over_tcp(anyio_backend: str) -> None:
         assert ok.endswith(b"\r\n\r\nok\n")
         assert (await get("/nope")).startswith(b"HTTP/1.0 404")
         tg.cancel_scope.cancel()
+
+
+async def test_a_failed_election_is_unhealthy() -> None:
+    lock = FaultyLock(MemoryLock("a"), ops=frozenset({"get"}))
+    lock.fail_next(ForbiddenError("get", 'leases.coordination.k8s.io "a"'))
+    handles: list[Leadership] = []
+    with pytest.raises(ForbiddenError):
+        async with elect(lock) as leadership:
+            handles.append(leadership)
+            assert leadership.healthy()  # not failed yet
+            await anyio.sleep(10)
+    status = check_health(handles)
+    assert not status.healthy
+    assert "the election failed" in status.text
+    assert "ForbiddenError" in status.text

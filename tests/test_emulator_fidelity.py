@@ -921,3 +921,16 @@ async def test_testing_exports() -> None:
     }
     assert emulator_names <= set(testing.__all__)
     assert [name for name in testing.__all__ if not hasattr(testing, name)] == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.emulator_only
+async def test_namespaces_are_listed_for_discovery_clients(emulator: KubeEmulator) -> None:
+    from kubernetes_asyncio.client import CoreV1Api
+
+    api = CoreV1Api(await emulator.api_client("ns"))
+    names = [ns.metadata.name for ns in (await api.list_namespace()).items]
+    assert names == ["default", "kube-node-lease", "kube-public", "kube-system"]
+    assert (await api.read_namespace("anything")).status.phase == "Active"
+    resources = await api.get_api_resources()
+    assert "namespaces" in [r.name for r in resources.resources]

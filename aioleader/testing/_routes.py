@@ -74,6 +74,21 @@ def _version() -> dict[str, Any]:
     }
 
 
+WELL_KNOWN_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "resourceVersion": "0",
+            "labels": {"kubernetes.io/metadata.name": name},
+        },
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    }
+
+
 def _discovery(method: str, parts: list[str], server_address: str) -> Operation | None:
     document: Mapping[str, Any] | str | None = None
     if parts == ["api"]:
@@ -92,6 +107,27 @@ def _discovery(method: str, parts: list[str], server_address: str) -> Operation 
         document = "ok"
     elif parts == ["api", "v1"]:
         document = _resource_list("", "v1")
+        # Namespaces are not emulated as objects (every namespace exists), but clients such as
+        # kopf look for them in discovery and list them: a read-only, well-known set.
+        document["resources"].append(
+            {
+                "name": "namespaces",
+                "singularName": "namespace",
+                "namespaced": False,
+                "kind": "Namespace",
+                "verbs": ["get", "list"],
+                "shortNames": ["ns"],
+            }
+        )
+    elif parts == ["api", "v1", "namespaces"]:
+        document = {
+            "kind": "NamespaceList",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": "0"},
+            "items": [_namespace(name) for name in WELL_KNOWN_NAMESPACES],
+        }
+    elif len(parts) == 4 and parts[:3] == ["api", "v1", "namespaces"]:
+        document = {"kind": "Namespace", "apiVersion": "v1", **_namespace(parts[3])}
     elif (
         len(parts) == 3
         and parts[0] == "apis"

@@ -82,6 +82,12 @@ async def emulator() -> AsyncIterator[KubeEmulator]:
 
 
 @pytest_asyncio.fixture
+async def emu(emulator: KubeEmulator) -> KubeEmulator:
+    """The same emulator under the short name most tests use."""
+    return emulator
+
+
+@pytest_asyncio.fixture
 async def kube() -> AsyncIterator[KubeTarget]:
     namespace = f"aioleader-test-{uuid.uuid4().hex[:8]}"
     if not E2E:

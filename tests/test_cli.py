@@ -11,12 +11,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
-import pytest_asyncio
 from anyio.abc import Process
 
 from aioleader.testing import KubeEmulator
@@ -41,16 +39,6 @@ log("started")
 while True:
     time.sleep(0.05)
 """
-
-
-@pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
 
 
 async def config_for(emu: KubeEmulator, client: str, tmp_path: Path) -> Path:

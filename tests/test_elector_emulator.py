@@ -15,7 +15,6 @@ from typing import Any
 
 import anyio
 import pytest
-import pytest_asyncio
 from anyio.abc import TaskGroup
 
 from aioleader import ForbiddenError, Leadership, Timing, elect
@@ -29,16 +28,6 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.emulator_only]
 
 TIMING = Timing(lease_duration=2, renew_deadline=1.5, retry_period=0.25)
 NS = "default"
-
-
-@pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
 
 
 class Group:

@@ -7,12 +7,10 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-import pytest_asyncio
 
 from aioleader import Timing
 from aioleader._demo import run_demo
@@ -33,16 +31,6 @@ def load_example(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
 
 
 @pytest.mark.asyncio

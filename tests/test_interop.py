@@ -48,6 +48,7 @@ from aioleader import Leadership, Timing
 from aioleader._lock import Lock
 from aioleader._record import LEADER_ANNOTATION
 from aioleader.kubernetes import ConfigMapLock, LeaseLock
+from aioleader.locks import MultiLock
 from aioleader.testing import KubeEmulator
 from aioleader.testing.__main__ import kubeconfig
 from aioleader.testing._chaos import TermLog, WorkInterval, lead_forever
@@ -272,8 +273,13 @@ class Arena:
         await peer.spawn(self.tg, config, tz=tz)
         return peer
 
-    async def start(self, name: str, timing: Timing = TIMING) -> Leadership:
-        lock = make_lock(self.kind, name, await self.emu.api_client(name))
+    async def start(
+        self, name: str, timing: Timing = TIMING, *, multilock: bool = False
+    ) -> Leadership:
+        api = await self.emu.api_client(name)
+        lock = make_lock(self.kind, name, api)
+        if multilock:  # the migration's new replicas: the old lock first, the Lease second
+            lock = MultiLock(lock, LeaseLock(NAME, NS, identity=name, api_client=api))
         scope = anyio.CancelScope()
         done = anyio.Event()
         self.scopes[name] = scope
@@ -715,3 +721,39 @@ async def test_peers_die_on_transient_errors(
             found[fault] = await kubernetes_asyncio_attempt(api)
         faults.heal()
     assert found == outcomes
+
+
+@pytest.mark.parametrize("peer_kind", PEERS)
+async def test_multilock_migration_next_to_a_peer_on_the_old_configmap_lock(
+    emu: KubeEmulator, tmp_path: Path, shared_clock: None, peer_kind: PeerKind
+) -> None:
+    """Step 1 of a ConfigMap → Lease migration with a real peer still on the ConfigMap lock:
+    the new replicas use MultiLock(ConfigMapLock, LeaseLock), respect the peer's lease, take over
+    after it dies, and write both objects; then a peer takes over again after their release."""
+    async with arena(emu, "configmap", tmp_path) as a:
+        old = await a.spawn(peer_kind, "old-1")
+        await old.go()
+        await old.wait("LEADING", 10)
+        again = await a.spawn(peer_kind, "old-2")
+        await a.start("new-a", multilock=True)
+        await a.start("new-b", multilock=True)
+        await anyio.sleep(1.2 * PEER_RP)
+        assert a.leaders() == []  # the peer's ConfigMap record is respected
+        killed = await old.kill()
+        winner = await a.wait_leader(PEER_LD + 2.2 * TIMING.retry_period + 2 * SLACK)
+        assert anyio.current_time() - killed >= PEER_LD - PEER_RP - SLACK
+        assert a.record()["holderIdentity"] == winner  # the ConfigMap (primary)
+        lease = emu.get_object("leases", NS, NAME)
+        assert lease is not None
+        assert lease["spec"]["holderIdentity"] == winner  # and the Lease (secondary)
+        await again.go()
+        loser = "new-b" if winner == "new-a" else "new-a"
+        await a.stop(loser)
+        await a.stop(winner)
+        await again.wait("LEADING", PEER_RP + 2 * SLACK)
+        assert a.record()["holderIdentity"] == again.identity
+    assert [i.identity for i in sorted(a.intervals(), key=lambda i: i.start)] == [
+        "old-1",
+        winner,
+        "old-2",
+    ]

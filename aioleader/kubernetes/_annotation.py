@@ -34,6 +34,7 @@ from ._client import (
     decode_object,
     error_for,
 )
+from ._events import EventRecorder
 
 __all__ = ["UNPARSEABLE_HOLDER", "AnnotationLock", "decode_annotation"]
 
@@ -112,7 +113,7 @@ class AnnotationLock(Lock):
     """A lock whose record is JSON in the ``control-plane.alpha.kubernetes.io/leader`` annotation.
 
     Subclasses name the core/v1 kind. Everything else - construction, caching, the one-PUT
-    renewal, bounded requests, error translation, reading garbage - is shared.
+    renewal, bounded requests, error translation, reading garbage, Events - is shared.
     """
 
     #: The object's kind (``ConfigMap``), its plural (``configmaps``, as RBAC names it) and the
@@ -130,6 +131,7 @@ class AnnotationLock(Lock):
         *,
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
+        events: bool = True,
     ) -> None:
         self._ref = ObjectRef(
             group="",
@@ -150,6 +152,14 @@ class AnnotationLock(Lock):
         self._client = KubeClient(api_client)
         # The object as last read or written (the parsed JSON), the base of the next update.
         self._cached: dict[str, Any] | None = None
+        self._events = EventRecorder(
+            self._client,
+            self._ref,
+            kind=self.kind,
+            api_version=_API_VERSION,
+            component=self._identity,
+            enabled=events,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -259,6 +269,17 @@ class AnnotationLock(Lock):
             timeout=timeout,
         )
         return self._accept("update", reply)
+
+    async def record_event(self, message: str, *, timeout: float | None = None) -> None:
+        """Record ``message`` (e.g. ``"pod-a became leader"``) as an Event on the lock object, as
+        client-go does (reason ``LeaderElection``, type ``Normal``).
+
+        Best effort (see :mod:`aioleader.kubernetes._events`): never raises, bounded by
+        ``timeout`` seconds (2 s if ``None``), a no-op when the lock was built with
+        ``events=False``. Needs the RBAC verbs ``create`` and ``patch`` on ``events``; without
+        them the Event is dropped (logged at DEBUG) and the election is not disturbed.
+        """
+        await self._events.record(message, self._cached, timeout=timeout)
 
     async def aclose(self) -> None:
         """Close the API client if the lock built it; a client passed in stays open."""

@@ -25,6 +25,7 @@ from ._client import (
     decode_object,
     error_for,
 )
+from ._events import EventRecorder
 from ._watch import WatchOptions, watch_object
 
 __all__ = ["LeaseLock"]
@@ -57,6 +58,11 @@ class LeaseLock(Lock):
     ``labels`` and ``annotations`` are written on the Lease when this lock creates it (for
     ownership, cleanup and ``kubectl get leases -l ...``), never on updates.
 
+    Transitions are recorded as core/v1 Events on the Lease, as client-go does (reason
+    ``LeaderElection``, ``"<identity> became leader"`` / ``"<identity> stopped leading"``), best
+    effort: a failure (e.g. no RBAC for ``create`` and ``patch`` on ``events``) is logged at DEBUG
+    and never disturbs the election. ``events=False`` sends none.
+
     Every request reads and writes plain JSON: the whole Lease object is cached as the server
     returned it and written back with only the ``spec`` replaced, so metadata and spec fields this
     library does not model (owner references, a future spec field) survive a renewal. Renewal is
@@ -76,6 +82,7 @@ class LeaseLock(Lock):
         *,
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
+        events: bool = True,
     ) -> None:
         self._ref = ObjectRef(
             group="coordination.k8s.io",
@@ -89,6 +96,14 @@ class LeaseLock(Lock):
         self._client = KubeClient(api_client)
         # The Lease as last read or written (the parsed JSON), the base of the next update.
         self._cached: dict[str, Any] | None = None
+        self._events = EventRecorder(
+            self._client,
+            self._ref,
+            kind=_KIND,
+            api_version=_API_VERSION,
+            component=self._identity,
+            enabled=events,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -188,6 +203,14 @@ class LeaseLock(Lock):
             timeout=timeout,
         )
         return self._accept("update", reply)
+
+    async def record_event(self, message: str, *, timeout: float | None = None) -> None:
+        """Record ``message`` (e.g. ``"pod-a became leader"``) as an Event on the Lease.
+
+        Best effort (see :mod:`aioleader.kubernetes._events`): never raises, bounded by
+        ``timeout`` seconds (2 s if ``None``), a no-op with ``events=False``.
+        """
+        await self._events.record(message, self._cached, timeout=timeout)
 
     @property
     def supports_watch(self) -> bool:

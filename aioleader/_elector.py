@@ -293,6 +293,9 @@ class _Elector:
             return
         self._observed_key = _DELETED
         self._observed_at = anyio.current_time()
+        logger.info(
+            "%s: the lock object does not exist", self.lock.describe(), extra=self._log_extra
+        )
         if self.observed_holder:
             self.observed_holder = ""
             self.counters.leader_changes += 1
@@ -557,7 +560,12 @@ class _Elector:
             with anyio.move_on_after(self.timing.renew_deadline / 2):
                 await self.lock.record_event(message)
         except Exception:
-            logger.debug("%s: could not record event", self.lock.describe(), exc_info=True)
+            logger.debug(
+                "%s: could not record event",
+                self.lock.describe(),
+                exc_info=True,
+                extra=self._log_extra,
+            )
 
     # -- leading -------------------------------------------------------------------------------------
 

@@ -1,0 +1,304 @@
+"""One process holding N leases: ``python -m bench._scale --impl aioleader --leases 1000 ...``.
+
+Started by :func:`bench._harness.run_scale` (one fresh process per size, so that CPU time and
+memory are this size's alone). Each lease is its own election with a single candidate, so after
+the ramp every election is led by this process and renews every retry period; all of them share
+one ``ApiClient`` (one aiohttp connection pool, kubernetes_asyncio's default of 100 connections).
+
+Prints one JSON object a line on stdout:
+
+* ``{"event": "window-start", "t": T}`` when every election leads (or the ramp timed out), and
+  ``{"event": "window-end", "t": T}`` after ``--duration`` seconds of steady state, so that the
+  caller can read the emulator's CPU time over the same window;
+* ``{"event": "result", ...}``: the figures (see :class:`bench._harness.ScaleResult`).
+
+What is measured in the window: process CPU time (user + system, all threads) per successful
+renewal; renewals done against the ``leases / retry_period`` a second that the timing asks for;
+terms lost (a renewal that missed the renew deadline, or a lease lost to someone else) in the
+window and during the ramp; renewal latency (aioleader: send of the first request to success, as
+its ``ElectionMetrics.renewed`` reports it; kubernetes_asyncio: one ``try_acquire_or_renew`` call,
+its GET + PUT); event-loop lag (how late a 100 ms ticker wakes up); resident memory before the
+first candidate and after the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from aioleader import Term, Timing, campaign
+from aioleader.kubernetes import LeaseLock
+
+TICK = 0.1
+
+
+def rss_bytes() -> int:
+    """Resident set size now (Linux ``/proc``), else the peak from ``getrusage``."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-quantile (0..1) by the nearest-rank method; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+class Tally:
+    """What the candidates report, shared by all of them (one event loop: no locking)."""
+
+    def __init__(self) -> None:
+        self.leading = 0
+        self.renewals = 0
+        self.renew_latencies: list[float] = []
+        self.ended: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.lags: list[float] = []
+
+    # aioleader.ElectionMetrics
+    def leading_changed(self, leading: bool) -> None:
+        self.leading += 1 if leading else -1
+
+
+class Metrics:
+    """:class:`aioleader.ElectionMetrics` feeding a :class:`Tally`."""
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+
+    def leading(self, name: str, leading: bool) -> None:
+        self.tally.leading_changed(leading)
+
+    def term_started(self, name: str) -> None:
+        pass
+
+    def renewed(self, name: str, seconds: float) -> None:
+        self.tally.renewals += 1
+        self.tally.renew_latencies.append(seconds)
+
+    def slow_path(self, name: str) -> None:
+        self.tally.errors["slow_path"] += 1
+
+    def api_error(self, name: str, kind: str) -> None:
+        self.tally.errors[kind] += 1
+
+
+async def ticker(tally: Tally) -> None:
+    while True:
+        before = anyio.current_time()
+        await anyio.sleep(TICK)
+        tally.lags.append(anyio.current_time() - before - TICK)
+
+
+async def aioleader_candidate(
+    api: Any, name: str, namespace: str, identity: str, timing: Timing, tally: Tally
+) -> None:
+    def stopped(term: Term) -> None:
+        tally.ended[term.end_reason or "?"] += 1
+
+    lock = LeaseLock(name, namespace=namespace, identity=identity, api_client=api)
+    await campaign(
+        lock,
+        timing=timing,
+        release_on_cancel=False,  # shutdown is not measured; 10,000 releases would be slow
+        metrics=Metrics(tally),
+        on_stopped_leading=stopped,
+        name=name,
+    )
+
+
+async def kubernetes_asyncio_candidate(
+    api: Any, name: str, namespace: str, identity: str, timing: Timing, tally: Tally
+) -> None:
+    """kubernetes_asyncio's elector as documented; re-run after a loss, as a supervisor would."""
+    from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
+    from kubernetes_asyncio.leaderelection.resourcelock.leaselock import (
+        LeaseLock as K8sLeaseLock,
+    )
+
+    leading = False
+
+    async def started() -> None:
+        nonlocal leading
+        leading = True
+        tally.leading_changed(True)
+
+    async def stopped() -> None:
+        nonlocal leading
+        leading = False
+        tally.leading_changed(False)
+        tally.ended["lost"] += 1
+
+    lock = K8sLeaseLock(name, namespace, identity, api)
+    while True:
+        election: Any = leaderelection.LeaderElection(
+            electionconfig.Config(
+                lock,
+                lease_duration=int(timing.lease_duration),
+                renew_deadline=timing.renew_deadline,
+                retry_period=timing.retry_period,
+                onstarted_leading=started,
+                onstopped_leading=stopped,
+            )
+        )
+        attempt: Callable[[], Awaitable[bool]] = election.try_acquire_or_renew
+
+        async def timed(attempt: Callable[[], Awaitable[bool]] = attempt) -> bool:
+            sent = anyio.current_time()
+            ok = await attempt()
+            if ok and leading:
+                tally.renewals += 1
+                tally.renew_latencies.append(anyio.current_time() - sent)
+            return ok
+
+        election.try_acquire_or_renew = timed
+        try:
+            await election.run()
+        except Exception as exc:  # its transport errors escape run(): count, restart
+            tally.errors[type(exc).__name__] += 1
+            if leading:
+                await stopped()
+            await anyio.sleep(timing.retry_period)
+
+
+CANDIDATES = {
+    "aioleader": aioleader_candidate,
+    "kubernetes_asyncio": kubernetes_asyncio_candidate,
+}
+
+
+def emit(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+
+
+async def make_api_client(host: str | None, kubeconfig: str | None, pool: int) -> Any:
+    """One ``ApiClient`` for every election; ``pool`` > 0 sets its connection pool size
+    (``connection_pool_maxsize``, kubernetes_asyncio's default is 100)."""
+    from kubernetes_asyncio import config
+    from kubernetes_asyncio.client import ApiClient, Configuration
+
+    configuration = Configuration(host=host) if host else Configuration()
+    if not host:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    if pool > 0:
+        configuration.connection_pool_maxsize = pool
+    return ApiClient(configuration)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    timing = Timing(*(float(x) for x in args.timing.split(",")))
+    tally = Tally()
+    api = await make_api_client(args.host, args.kubeconfig, args.pool)
+    candidate = CANDIDATES[args.impl]
+    result: dict[str, Any] = {
+        "impl": args.impl,
+        "leases": args.leases,
+        "pool": api.rest_client.pool_manager.connector.limit,
+    }
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker, tally)
+            await anyio.sleep(0.5)
+            rss_before = rss_bytes()
+            ramp_started = anyio.current_time()
+            for i in range(args.leases):
+                name = f"{args.prefix}-{i}"
+                tg.start_soon(
+                    candidate, api, name, args.namespace, f"{args.impl}-{i}", timing, tally
+                )
+            with anyio.move_on_after(args.ramp_timeout):
+                while tally.leading < args.leases:
+                    await anyio.sleep(0.05)
+            ramp = anyio.current_time() - ramp_started
+            result.update(
+                ramp_s=ramp,
+                leading_at_start=tally.leading,
+                ended_in_ramp=sum(tally.ended.values()),
+                errors_in_ramp=sum(tally.errors.values()),
+            )
+            await _window(args, tally, result)
+            result["rss_before"] = rss_before
+            result["rss_after"] = rss_bytes()
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.move_on_after(10, shield=True):
+            await api.close()
+    return result
+
+
+async def _window(args: argparse.Namespace, tally: Tally, result: dict[str, Any]) -> None:
+    await anyio.sleep(1.0)  # let the last acquisitions' first renewals settle
+    tally.renew_latencies.clear()
+    tally.lags.clear()
+    ended, errors, renewals = sum(tally.ended.values()), Counter(tally.errors), tally.renewals
+    emit({"event": "window-start", "t": anyio.current_time()})
+    cpu0, wall0 = time.process_time(), anyio.current_time()
+    await anyio.sleep(args.duration)
+    cpu1, wall1 = time.process_time(), anyio.current_time()
+    emit({"event": "window-end", "t": wall1})
+    done = tally.renewals - renewals
+    result.update(
+        window_s=wall1 - wall0,
+        cpu_s=cpu1 - cpu0,
+        renewals=done,
+        renewals_expected=args.leases * (wall1 - wall0) / float(args.timing.split(",")[2]),
+        ended_in_window=sum(tally.ended.values()) - ended,
+        end_reasons=dict(tally.ended),
+        errors_in_window=dict(tally.errors - errors),
+        leading_at_end=tally.leading,
+        renew_p50=percentile(tally.renew_latencies, 0.50),
+        renew_p99=percentile(tally.renew_latencies, 0.99),
+        renew_max=max(tally.renew_latencies, default=None),
+        lag_p50=percentile(tally.lags, 0.50),
+        lag_p99=percentile(tally.lags, 0.99),
+        lag_max=max(tally.lags, default=None),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--impl", choices=sorted(CANDIDATES), required=True)
+    parser.add_argument("--leases", type=int, required=True)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--ramp-timeout", type=float, default=60.0)
+    parser.add_argument("--timing", default="15,10,2", help="LD,RD,RP in seconds")
+    parser.add_argument("--host", help="the API server URL (the emulator)")
+    parser.add_argument("--kubeconfig", help="a kubeconfig (a real cluster)")
+    parser.add_argument("--namespace", default="default")
+    parser.add_argument("--prefix", default="bench-scale")
+    parser.add_argument("--cpus", default="", help="pin to these CPUs, e.g. 0")
+    parser.add_argument(
+        "--pool", type=int, default=0, help="connection pool size (0: the client's default)"
+    )
+    args = parser.parse_args()
+    cpus = {int(c) for c in args.cpus.split(",") if c.strip()}
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    logging.basicConfig(stream=sys.stderr, level=logging.ERROR)
+    for noisy in ("kubernetes_asyncio", "aioleader"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    result = anyio.run(run, args, backend="asyncio")
+    result["cpus"] = sorted(os.sched_getaffinity(0))
+    emit({"event": "result", **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -338,8 +338,19 @@ class _Elector:
         caller polls instead.
         """
         self._wake = anyio.Event()
-        next_try = anyio.current_time()  # the first attempt is immediate, as when polling
+        # The first attempt is immediate, as when polling, and made before any watch is opened:
+        # a candidate that wins at once (a free or missing lock) never holds a watch connection,
+        # which matters for processes holding thousands of leases over one connection pool.
+        self._attempt_failed = False
+        term = await self._try_acquire()
+        if term is not None:
+            return term
         backoff_until = -math.inf
+        if self._attempt_failed:
+            backoff_until = anyio.current_time() + self.timing.retry_period * self.rng.uniform(
+                1.0, 1.0 + self.timing.jitter
+            )
+        next_try = max(self._due(), backoff_until)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._follow)

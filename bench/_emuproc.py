@@ -98,7 +98,7 @@ class _Control:
         return {"error": f"unknown command {op!r}"}
 
 
-async def _serve(cpus: set[int] | None) -> None:
+async def _serve(cpus: set[int] | None, bookmark_interval: float) -> None:
     if cpus:
         os.sched_setaffinity(0, cpus)
     loop = asyncio.get_running_loop()
@@ -112,7 +112,7 @@ async def _serve(cpus: set[int] | None) -> None:
         sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
         sys.stdout.flush()
 
-    async with KubeEmulator() as emu:
+    async with KubeEmulator(bookmark_interval=bookmark_interval) as emu:
         control = _Control(emu)
         folding = asyncio.create_task(control.folding())
         reply({"url": emu.url, "pid": os.getpid()})
@@ -140,9 +140,15 @@ async def _serve(cpus: set[int] | None) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cpus", default="", help="pin to these CPUs, e.g. 1 or 1,2")
+    parser.add_argument(
+        "--bookmark-interval",
+        type=float,
+        default=60.0,
+        help="seconds between watch BOOKMARKs (60, as kube-apiserver's watch cache)",
+    )
     args = parser.parse_args()
     cpus = {int(c) for c in args.cpus.split(",") if c.strip()} or None
-    asyncio.run(_serve(cpus))
+    asyncio.run(_serve(cpus, args.bookmark_interval))
     return 0
 
 

@@ -140,8 +140,15 @@ class Backend(Protocol):
 class EmulatorProcess:
     """``python -m bench._emuproc`` as a child process, driven over its stdin/stdout."""
 
-    def __init__(self, *, cpus: Sequence[int] = (), log: IO[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cpus: Sequence[int] = (),
+        log: IO[bytes] | None = None,
+        bookmark_interval: float = 60.0,
+    ) -> None:
         self.cpus = tuple(cpus)
+        self.bookmark_interval = bookmark_interval
         self._log = log
         self._process: anyio.abc.Process | None = None
         self._stdout: BufferedByteReceiveStream | None = None
@@ -151,6 +158,7 @@ class EmulatorProcess:
 
     async def start(self) -> None:
         argv = [sys.executable, "-m", "bench._emuproc"]
+        argv += ["--bookmark-interval", str(self.bookmark_interval)]
         if self.cpus:
             argv += ["--cpus", ",".join(map(str, self.cpus))]
         self._process = await anyio.open_process(
@@ -940,13 +948,26 @@ class ScaleResult:
         return int(self.get("ended_in_ramp") or 0) + int(self.get("ended_in_window") or 0)
 
 
-def _judge(figures: dict[str, Any], leases: int) -> str | None:
-    """Why a size failed the "holds N leases without a missed renewal" bar, or None."""
+def _judge(figures: dict[str, Any], leases: int, timing: Timing) -> str | None:
+    """Why a size failed the "holds N leases without a missed renewal" bar, or None.
+
+    A renewal is missed when a term is lost (aioleader ends a term whose renewal missed the
+    renew deadline) or when a lease goes longer than the renew deadline without a successful
+    renewal (kubernetes_asyncio's elector never bounds a request, so it keeps "leading" however
+    late its renewals are; a lease not renewed for LD is up for grabs by anyone else)."""
     if figures.get("leading_at_start", 0) < leases:
         return f"only {figures.get('leading_at_start', 0)}/{leases} leases acquired in the ramp"
     lost = int(figures.get("ended_in_ramp", 0)) + int(figures.get("ended_in_window", 0))
     if lost:
         return f"{lost} term(s) lost (renewal missed the deadline, or lease lost)"
+    late, gap = int(figures.get("gaps_over_rd", 0)), figures.get("max_gap")
+    if late:
+        beyond_ld = int(figures.get("gaps_over_ld", 0))
+        return (
+            f"{late} time(s) a lease went more than RD ({timing.renew_deadline:g} s) without a "
+            f"renewal, {beyond_ld} of them more than LD ({timing.lease_duration:g} s); "
+            f"longest {gap:.1f} s"
+        )
     if figures.get("leading_at_end", 0) < leases:
         return f"only {figures.get('leading_at_end', 0)}/{leases} leases held at the end"
     return None
@@ -1018,7 +1039,9 @@ async def run_scale(
     util = None
     if len(emu_cpu) == 2 and emu_wall[1] > emu_wall[0]:
         util = (emu_cpu[1] - emu_cpu[0]) / (emu_wall[1] - emu_wall[0])
-    problem = _judge(figures, leases)
+    problem = _judge(figures, leases, timing)
+    if problem is not None and util is not None and util > 0.9:
+        problem += f" (the emulator used {util:.0%} of its core: the API server was a limit too)"
     return ScaleResult(impl, leases, problem is None, problem, figures, util)
 
 

@@ -282,6 +282,7 @@ def scale_table(report: Report) -> str:
         "pool",
         "ramp",
         "terms lost (ramp / window)",
+        "longest renew gap (> RD / > LD)",
         "renewals done / asked",
         "CPU (of one core)",
         "CPU / renewal",
@@ -299,7 +300,7 @@ def scale_table(report: Report) -> str:
     for r in runs:
         f = r.figures
         if not f:
-            lines.append(_row((r.impl, f"{r.leases:,}", *["—"] * 10, f"failed: {r.problem}")))
+            lines.append(_row((r.impl, f"{r.leases:,}", *["—"] * 11, f"failed: {r.problem}")))
             continue
         asked = f.get("renewals_expected") or 0
         lines.append(
@@ -310,6 +311,8 @@ def scale_table(report: Report) -> str:
                     str(f.get("pool", "?")),
                     f"{f.get('ramp_s', 0):.1f} s",
                     f"{f.get('ended_in_ramp', 0)} / {f.get('ended_in_window', 0)}",
+                    f"{ms(f.get('max_gap'))} ({f.get('gaps_over_rd', 0):,} / "
+                    f"{f.get('gaps_over_ld', 0):,})",
                     f"{f.get('renewals', 0):,} / {asked:,.0f}",
                     f"{r.cpu_util:.0%}" if r.cpu_util is not None else "—",
                     f"{r.cpu_per_renewal * 1000:.2f} ms" if r.cpu_per_renewal else "—",
@@ -498,7 +501,8 @@ def plot(report: Report, path: Path) -> bool:
         for impl, role in bars:
             rr = report.rates[impl]
             heights.append((rr.leader if role == "leader" else rr.follower).get(verb, 0.0))
-        ax.bar([i + j * width for i in range(len(bars))], heights, width, label=verb)
+        drawn = ax.bar([i + j * width for i in range(len(bars))], heights, width, label=verb)
+        ax.bar_label(drawn, fmt="%.1f", fontsize=7)
     ax.set_xticks([i + width * (len(verbs) - 1) / 2 for i in range(len(bars))])
     ax.set_xticklabels([f"{impl}\n{role}" for impl, role in bars], fontsize=8)
     ax.axhline(30, color="grey", linestyle=":", label="target leader: 30")

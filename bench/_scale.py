@@ -15,7 +15,8 @@ Prints one JSON object a line on stdout:
 What is measured in the window: process CPU time (user + system, all threads) per successful
 renewal; renewals done against the ``leases / retry_period`` a second that the timing asks for;
 terms lost (a renewal that missed the renew deadline, or a lease lost to someone else) in the
-window and during the ramp; renewal latency (aioleader: send of the first request to success, as
+window and during the ramp; the longest time a lease went without a successful renewal, and how
+often that exceeded RD and LD; renewal latency (aioleader: send of the first request to success, as
 its ``ElectionMetrics.renewed`` reports it; kubernetes_asyncio: one ``try_acquire_or_renew`` call,
 its GET + PUT); event-loop lag (how late a 100 ms ticker wakes up); resident memory before the
 first candidate and after the window.
@@ -61,19 +62,57 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class Tally:
-    """What the candidates report, shared by all of them (one event loop: no locking)."""
+    """What the candidates report, shared by all of them (one event loop: no locking).
 
-    def __init__(self) -> None:
+    Besides counts, the gaps between successive successful renewals of each lease (from the
+    acquisition for the first one): a gap longer than RD is a renewal that a strict elector
+    misses (aioleader then ends the term; kubernetes_asyncio's elector does not notice), one
+    longer than LD lets any other candidate take the lease. Only gaps that end in the window
+    count, and at its end so does every lease's open gap.
+    """
+
+    def __init__(self, timing: Timing) -> None:
+        self.timing = timing
         self.leading = 0
         self.renewals = 0
         self.renew_latencies: list[float] = []
         self.ended: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.lags: list[float] = []
+        self.last_renewal: dict[str, float] = {}
+        self.window = False
+        self.max_gap = 0.0
+        self.gaps_over_rd = 0
+        self.gaps_over_ld = 0
 
-    # aioleader.ElectionMetrics
     def leading_changed(self, leading: bool) -> None:
         self.leading += 1 if leading else -1
+
+    def acquired(self, name: str) -> None:
+        self.last_renewal[name] = anyio.current_time()
+
+    def lost(self, name: str) -> None:
+        self.last_renewal.pop(name, None)
+
+    def renewed(self, name: str, seconds: float) -> None:
+        now = anyio.current_time()
+        self.renewals += 1
+        self.renew_latencies.append(seconds)
+        last = self.last_renewal.get(name)
+        self.last_renewal[name] = now
+        if last is not None and self.window:
+            self._gap(now - last)
+
+    def _gap(self, gap: float) -> None:
+        self.max_gap = max(self.max_gap, gap)
+        self.gaps_over_rd += gap > self.timing.renew_deadline
+        self.gaps_over_ld += gap > self.timing.lease_duration
+
+    def close_window(self) -> None:
+        now = anyio.current_time()
+        for last in self.last_renewal.values():
+            self._gap(now - last)
+        self.window = False
 
 
 class Metrics:
@@ -84,13 +123,14 @@ class Metrics:
 
     def leading(self, name: str, leading: bool) -> None:
         self.tally.leading_changed(leading)
+        if not leading:
+            self.tally.lost(name)
 
     def term_started(self, name: str) -> None:
-        pass
+        self.tally.acquired(name)
 
     def renewed(self, name: str, seconds: float) -> None:
-        self.tally.renewals += 1
-        self.tally.renew_latencies.append(seconds)
+        self.tally.renewed(name, seconds)
 
     def slow_path(self, name: str) -> None:
         self.tally.errors["slow_path"] += 1
@@ -138,11 +178,13 @@ async def kubernetes_asyncio_candidate(
         nonlocal leading
         leading = True
         tally.leading_changed(True)
+        tally.acquired(name)
 
     async def stopped() -> None:
         nonlocal leading
         leading = False
         tally.leading_changed(False)
+        tally.lost(name)
         tally.ended["lost"] += 1
 
     lock = K8sLeaseLock(name, namespace, identity, api)
@@ -163,8 +205,7 @@ async def kubernetes_asyncio_candidate(
             sent = anyio.current_time()
             ok = await attempt()
             if ok and leading:
-                tally.renewals += 1
-                tally.renew_latencies.append(anyio.current_time() - sent)
+                tally.renewed(name, anyio.current_time() - sent)
             return ok
 
         election.try_acquire_or_renew = timed
@@ -204,7 +245,7 @@ async def make_api_client(host: str | None, kubeconfig: str | None, pool: int) -
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     timing = Timing(*(float(x) for x in args.timing.split(",")))
-    tally = Tally()
+    tally = Tally(timing)
     api = await make_api_client(args.host, args.kubeconfig, args.pool)
     candidate = CANDIDATES[args.impl]
     result: dict[str, Any] = {
@@ -249,9 +290,11 @@ async def _window(args: argparse.Namespace, tally: Tally, result: dict[str, Any]
     tally.lags.clear()
     ended, errors, renewals = sum(tally.ended.values()), Counter(tally.errors), tally.renewals
     emit({"event": "window-start", "t": anyio.current_time()})
+    tally.window = True
     cpu0, wall0 = time.process_time(), anyio.current_time()
     await anyio.sleep(args.duration)
     cpu1, wall1 = time.process_time(), anyio.current_time()
+    tally.close_window()
     emit({"event": "window-end", "t": wall1})
     done = tally.renewals - renewals
     result.update(
@@ -269,6 +312,9 @@ async def _window(args: argparse.Namespace, tally: Tally, result: dict[str, Any]
         lag_p50=percentile(tally.lags, 0.50),
         lag_p99=percentile(tally.lags, 0.99),
         lag_max=max(tally.lags, default=None),
+        max_gap=tally.max_gap,
+        gaps_over_rd=tally.gaps_over_rd,
+        gaps_over_ld=tally.gaps_over_ld,
     )
 
 

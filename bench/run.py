@@ -192,7 +192,9 @@ async def run(args: argparse.Namespace, report: Report) -> None:
         "leases + 100 connections (see the notes for the default pool of 100)",
         "API server": "kubeconfig " + args.kubeconfig
         if args.kubeconfig
-        else "aioleader.testing.KubeEmulator in its own process (bench/_emuproc.py)",
+        else "aioleader.testing.KubeEmulator in its own process (bench/_emuproc.py), watch "
+        "BOOKMARKs every 60 s as kube-apiserver's watch cache sends them (the emulator's default "
+        "of 1 s is meant for tests)",
         "Worker logs": str(logs),
     }
     with open(logs / "emulator.log", "wb") as emu_log, open(logs / "workers.log", "wb") as log:  # noqa: ASYNC230
@@ -385,13 +387,16 @@ def notes(report: Report, quick: bool) -> list[str]:
         "successful renewals in it, with one candidate per lease (all of them leaders); it "
         "includes the client stack (kubernetes_asyncio + aiohttp) and the event loop. The "
         "'projected' lease count is RP / CPU per renewal: an upper bound, not a measurement.",
-        "Leases per process: one candidate per Lease, all sharing one ApiClient "
-        "(kubernetes_asyncio's default pool of 100 connections), started at once. A size holds "
-        "when every lease was acquired within the ramp bound and no term was lost (no renewal "
-        "missed the renew deadline) during the ramp or the window. Renewal latency: aioleader's "
+        "Leases per process: one candidate per Lease, all sharing one ApiClient (a pool of "
+        "leases + 100 connections), started at once. A size holds when every lease was acquired "
+        "within the ramp bound, no term was lost during the ramp or the window, and no lease "
+        "went longer than RD without a successful renewal in the window (kubernetes_asyncio's "
+        "elector never notices a late renewal: it bounds no request, so it 'holds' leases that "
+        "others would long have taken over). Renewal latency: aioleader's "
         "`ElectionMetrics.renewed` (send of the first request to success); kubernetes_asyncio: "
         "one renewing `try_acquire_or_renew` (GET + PUT). Loop lag: how late a 100 ms ticker "
-        "wakes. Memory: RSS after the window minus RSS before the first candidate, per lease.",
+        "wakes. Memory: RSS after the window minus RSS before the first candidate, per lease "
+        "(RSS does not shrink, so it includes what the ramp allocated: connections, buffers).",
     ]
     check = report.default_pool
     if check is not None:
@@ -399,14 +404,12 @@ def notes(report: Report, quick: bool) -> list[str]:
         errors = check.get("errors_in_ramp")
         found.append(
             f"Connection pool: the same {check.leases:,} aioleader elections on one ApiClient with "
-            f"kubernetes_asyncio's default pool (100 connections): {outcome}"
-            + (f" ({errors} request errors in the ramp)" if errors else "")
-            + ". A candidate that is not leading follows the lock through a watch, which holds "
-            "a connection for as long as it follows; when more candidates follow at once than "
-            "the pool has connections (here: all of them, during the ramp), the watches can take "
-            "every connection and the acquisitions and renewals on the same client queue behind "
-            "them until they time out. The sizes above use a pool of leases + 100 connections "
-            "(`Configuration.connection_pool_maxsize`), so that they measure the elector."
+            f"kubernetes_asyncio's default pool of 100 connections: {outcome} (ramp "
+            f"{check.get('ramp_s') or 0:.1f} s, {errors or 0} request errors in it). Mind the "
+            "pool when many elections share a client: a candidate that is not leading follows "
+            "the lock through a watch, which holds one connection for as long as it follows, so "
+            "with more following candidates than connections the others' requests (renewals "
+            "included) wait for a free one. The sizes above use a pool of leases + 100."
         )
     if quick:
         found.append(

@@ -9,8 +9,9 @@ control channel, which the benchmark needs for the emulator's request log and CP
 * then one JSON command a line on stdin, one JSON reply a line on stdout:
 
   - ``{"op": "endpoint", "client": NAME}`` → ``{"url": ...}`` (the client's own port);
-  - ``{"op": "requests", "since": T}`` → ``{"records": [[client, verb, resource, status, start, end], ...]}``
-    for requests that ended at or after ``T`` (CLOCK_MONOTONIC, the clock of every process on a
+  - ``{"op": "requests", "since": T, "clients": [NAME, ...]}`` →
+    ``{"records": [[client, verb, resource, status, start, end], ...]}`` for requests of those
+    clients (all clients without ``clients``) that ended at or after ``T`` (CLOCK_MONOTONIC, the clock of every process on a
     Linux machine, so comparable with the benchmark's ``anyio.current_time()``);
   - ``{"op": "aggregate", "on": bool}``: when on, the log is folded into counters every second
     and then forgotten (for the scale runs, whose thousands of requests a second would otherwise
@@ -76,7 +77,13 @@ class _Control:
             return {"url": endpoint.url}
         if op == "requests":
             since = float(command.get("since", 0.0))
-            rows = [_row(r) for r in self.emu.requests if r.started + r.duration >= since]
+            clients = command.get("clients")
+            wanted = None if clients is None else set(clients)
+            rows = [
+                _row(r)
+                for r in self.emu.requests
+                if r.started + r.duration >= since and (wanted is None or r.client in wanted)
+            ]
             return {"records": rows}
         if op == "aggregate":
             self.aggregate = bool(command["on"])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._elector import campaign as campaign
-from ._elector import elect as elect
+from ._election import campaign as campaign
+from ._election import elect as elect
 from ._exceptions import AioleaderError as AioleaderError
 from ._exceptions import ElectionError as ElectionError
 from ._exceptions import ForbiddenError as ForbiddenError

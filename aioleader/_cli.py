@@ -33,7 +33,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 import anyio
 from anyio.abc import Process
 
-from ._elector import campaign
+from ._election import campaign
 from ._exceptions import AioleaderError, ElectionError
 from ._leadership import Leadership
 from ._lock import Lock

@@ -14,7 +14,7 @@ from typing import TextIO
 
 import anyio
 
-from ._elector import campaign
+from ._election import campaign
 from ._leadership import Leadership
 from ._timing import Timing
 

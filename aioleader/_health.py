@@ -52,7 +52,7 @@ def check_health(
     problems = tuple(
         problem
         for leadership in leaderships
-        if (problem := leadership._elector.health_problem(tolerance)) is not None
+        if (problem := leadership.health_problem(tolerance)) is not None
     )
     return HealthStatus(healthy=not problems, problems=problems)
 

@@ -10,16 +10,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, final
+from typing import Any, NoReturn, Protocol, final
 
 import anyio
 
+from . import _suspend
+from ._decisions import term_deadline_passed
 from ._exceptions import ElectionError
 
-if TYPE_CHECKING:
-    from ._elector import _Elector
+__all__ = ["ElectionState", "Leadership", "LeadershipStatistics", "Term"]
 
-__all__ = ["Leadership", "LeadershipStatistics", "Term"]
+# Suspends shorter than this are clock-reading noise (two syscalls), not a suspended host.
+_SUSPEND_NOISE = 1e-3
+
+
+class ElectionState(Protocol):
+    """What a :class:`Leadership` needs from the election that runs it (no import of the elector)."""
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def observed_holder(self) -> str: ...
+
+    async def confirm(self) -> bool: ...
+
+    def health_problem(self, tolerance: float) -> str | None: ...
+
+    def statistics(self) -> LeadershipStatistics: ...
 
 
 class _NoPublicConstructor(type):
@@ -65,6 +86,7 @@ class Term(metaclass=_NoPublicConstructor):
         acquired_at: float,
         acquired_wall: datetime,
         deadline: float,
+        suspended_at: float = 0.0,
     ) -> None:
         self.identity = identity
         self.number = number
@@ -75,6 +97,8 @@ class Term(metaclass=_NoPublicConstructor):
         self.ended_at: float | None = None
         self._reason: str | None = None
         self._deadline = deadline
+        # _suspend.suspended_seconds() when the last successful renewal was sent.
+        self._suspended_at = suspended_at
         self._scopes: list[anyio.CancelScope] = []
         self._first_scope: anyio.CancelScope | None = None
         self._open_blocks = 0
@@ -94,10 +118,18 @@ class Term(metaclass=_NoPublicConstructor):
     @property
     def end_reason(self) -> str | None:
         """``None`` while active; why the term ended otherwise. A deadline that has passed reads as
-        ``"deadline"`` at once, even before the elector task has run."""
-        if self._reason is None and anyio.current_time() >= self._deadline:
+        ``"deadline"`` at once, even before the elector task has run — also when the host was
+        suspended (``CLOCK_BOOTTIME`` ran on, ``CLOCK_MONOTONIC`` did not) for longer than what
+        was left of the window."""
+        if self._reason is None and self._time_is_up(anyio.current_time()):
             return "deadline"
         return self._reason
+
+    def _time_is_up(self, now: float) -> bool:
+        if now >= self._deadline:
+            return True
+        suspended = _suspend.suspended_seconds() - self._suspended_at
+        return suspended > _SUSPEND_NOISE and term_deadline_passed(now, self._deadline, suspended)
 
     @property
     def active(self) -> bool:
@@ -116,9 +148,10 @@ class Term(metaclass=_NoPublicConstructor):
 
     # -- elector side ------------------------------------------------------------------------------
 
-    def _extend(self, deadline: float) -> None:
+    def _extend(self, deadline: float, suspended_at: float) -> None:
         if deadline > self._deadline and self._reason is None:
             self._deadline = deadline
+            self._suspended_at = suspended_at
             for scope in self._scopes:
                 scope.deadline = deadline
 
@@ -127,7 +160,7 @@ class Term(metaclass=_NoPublicConstructor):
             return
         now = anyio.current_time()
         # Once the deadline has passed, that is why the term ended, whatever was noticed later.
-        self._reason = "deadline" if now >= self._deadline else reason
+        self._reason = "deadline" if self._time_is_up(now) else reason
         self.ended_at = min(now, self._deadline)
         for scope in self._scopes:
             scope.cancel()
@@ -241,21 +274,22 @@ class Leadership(metaclass=_NoPublicConstructor):
             # leading() left: the term ended (or the body finished); campaigning goes on
     """
 
-    def __init__(self, elector: _Elector) -> None:
-        self._elector = elector
+    def __init__(self, election: ElectionState) -> None:
+        self._election = election
         self._acquired = anyio.Event()
         self._term: Term | None = None
         self._closed = anyio.Event()
 
     def __repr__(self) -> str:
         return (
-            f"<Leadership {self._elector.lock.describe()} identity={self.identity!r} "
+            f"<Leadership {self._election.description} identity={self.identity!r} "
             f"leader={self.leader!r}>"
         )
 
     @property
     def identity(self) -> str:
-        return self._elector.lock.identity
+        """This candidate's identity (the lock's ``identity``)."""
+        return self._election.identity
 
     @property
     def acquired(self) -> anyio.Event:
@@ -270,7 +304,7 @@ class Leadership(metaclass=_NoPublicConstructor):
     @property
     def leader(self) -> str | None:
         """The holder identity last observed in the lock (``None`` if free or not read yet)."""
-        return self._elector.observed_holder or None
+        return self._election.observed_holder or None
 
     def is_leader_nowait(self) -> bool:
         """Whether this candidate leads right now, by the local view (never blocks)."""
@@ -287,7 +321,7 @@ class Leadership(metaclass=_NoPublicConstructor):
         await anyio.lowlevel.checkpoint()
         if not confirm or not self.is_leader_nowait():
             return self.is_leader_nowait()
-        return await self._elector.confirm()
+        return await self._election.confirm()
 
     async def wait_term(self) -> Term:
         """Wait until this candidate leads and return the active term.
@@ -305,7 +339,7 @@ class Leadership(metaclass=_NoPublicConstructor):
                 await term.ended.wait()
                 continue
             if self._closed.is_set():
-                raise ElectionError(f"the election for {self._elector.lock.describe()} has ended")
+                raise ElectionError(f"the election for {self._election.description} has ended")
             event = self._acquired
             async with anyio.create_task_group() as tg:
                 # Wake on whichever comes first: a new term, or the end of the election.
@@ -330,10 +364,15 @@ class Leadership(metaclass=_NoPublicConstructor):
     def healthy(self, tolerance: float = 0.0) -> bool:
         """client-go's ``HealthzAdaptor``: unhealthy only when we believe we lead but have not
         renewed for ``lease_duration + tolerance`` seconds (a stuck elector). Standbys are healthy."""
-        return self._elector.health_problem(tolerance) is None
+        return self.health_problem(tolerance) is None
+
+    def health_problem(self, tolerance: float = 0.0) -> str | None:
+        """Why this election is unhealthy (see :meth:`healthy`), or ``None``."""
+        return self._election.health_problem(tolerance)
 
     def statistics(self) -> LeadershipStatistics:
-        return self._elector.statistics()
+        """A frozen snapshot of the election's counters and state."""
+        return self._election.statistics()
 
     # -- elector side ------------------------------------------------------------------------------
 

@@ -28,11 +28,16 @@ class Observed:
     ``raw`` is the record exactly as stored (bytes), so that "has the lock changed since I last
     looked?" compares what the server holds rather than a lossy decoding of it. ``version`` is the
     opaque compare-and-swap token (``metadata.resourceVersion`` for Kubernetes locks).
+
+    ``precise`` says whether ``raw`` changes with every write of the record. It does for Leases
+    (``renewTime`` has microseconds); the annotation locks write whole seconds, so two renewals in
+    one second are byte-identical and the elector must count a new ``version`` as a change too.
     """
 
     record: LeaderElectionRecord
     raw: bytes
     version: str
+    precise: bool = True
 
 
 class Lock(ABC):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -60,6 +61,26 @@ def _closed_default_loop(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def _looptime_loop() -> Any:
+    import looptime
+
+    return looptime.new_event_loop(start=0, _enabled=True)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def fake_clock_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """anyio backends on fake clocks that jump to the next timer when every task is idle:
+    asyncio with looptime's loop, trio with ``MockClock(autojump_threshold=0)``. A test module
+    opts in by defining ``anyio_backend`` as a fixture that returns this one."""
+    if request.param == "asyncio":
+        if sys.version_info < (3, 11):  # pragma: no cover - looptime >= 0.9 needs 3.11
+            pytest.skip("asyncio fake clock (looptime >= 0.9) needs Python 3.11")
+        return ("asyncio", {"loop_factory": _looptime_loop})
+    from trio.testing import MockClock
+
+    return ("trio", {"clock": MockClock(autojump_threshold=0)})
 
 
 @dataclass(frozen=True)

@@ -196,8 +196,8 @@ async def test_kubernetes_lock_records_carry_the_extras(
     for record in records:
         assert record.__dict__.get("lock") == "default/logged", record.getMessage()
         assert record.__dict__.get("identity") == "pod-a", record.getMessage()
-    (became,) = collector.matching("became leader (term")
-    assert became.__dict__["term"] == 1
+    (became,) = collector.matching("became leader (fencing token")
+    assert (became.__dict__["term"], became.__dict__["fencing_token"]) == (1, 0)
     dropped = collector.matching("not recorded")
     assert dropped
     assert {r.levelno for r in dropped} == {logging.DEBUG}

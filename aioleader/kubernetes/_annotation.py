@@ -300,4 +300,5 @@ class AnnotationLock(Lock):
         annotations = obj["metadata"].get("annotations")
         value = annotations.get(LEADER_ANNOTATION) if isinstance(annotations, dict) else None
         record, raw = decode_annotation(value)
-        return Observed(record=record, raw=raw, version=version)
+        # Whole-second times: the version tells two renewals within one second apart.
+        return Observed(record=record, raw=raw, version=version, precise=False)

@@ -156,6 +156,20 @@ class MemoryLock(Lock):
         assert state is None or isinstance(state, int)
         self._cached = state
 
+    def touch(self) -> None:
+        """A metadata-only write (tests: a label added by some controller): the version moves, the
+        record stays. Watches deliver nothing (the record did not change); reads see the new
+        version."""
+        if self._slot.raw is None:
+            raise LockError(f"{self.describe()}: cannot touch a lock that does not exist")
+        self._slot.version += 1
+        self._slot.changed()
+
+    def put(self, record: LeaderElectionRecord) -> None:
+        """Write ``record`` unconditionally, creating the lock if needed (tests: a peer or a person
+        rewriting the lock, e.g. without ``leaseTransitions``)."""
+        self._write(record)
+
     def delete(self) -> None:
         """Remove the lock object (tests: a lock deleted under a running election)."""
         self._slot.raw = None

@@ -220,6 +220,7 @@ def _combine(primary: Observed, secondary: Observed | None) -> Observed:
             record=p.with_changes(extra={}),
             raw=_frame(primary.raw),
             version=f"{primary.version}/",
+            precise=primary.precise,
         )
     s = secondary.record
     transitions = max(p.leader_transitions, s.leader_transitions)
@@ -238,4 +239,5 @@ def _combine(primary: Observed, secondary: Observed | None) -> Observed:
         record=record,
         raw=_frame(primary.raw) + _frame(secondary.raw),
         version=f"{primary.version}/{secondary.version}",
+        precise=primary.precise and secondary.precise,
     )

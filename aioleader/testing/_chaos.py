@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .._elector import campaign
+from .._election import campaign
 from .._leadership import Leadership
 from .._lock import Lock
 from .._timing import Timing
@@ -193,8 +193,7 @@ class _Candidate:
     def has_seen(self, raw: bytes | None) -> bool:
         if self.leadership is None:
             return False
-        key = self.leadership._elector._observed_key
-        return key is not None and key[0] == raw
+        return raw is not None and self.lock.last_delivered == raw
 
     @property
     def leading(self) -> bool:

@@ -73,6 +73,9 @@ class FaultyLock(Lock):
         self.rng = rng if rng is not None else random.Random()
         self.ops = ops
         self.calls: list[LockCall] = []
+        #: The raw record of the last observation handed to the caller (``None``: none, or the
+        #: lock did not exist): what the candidate using this lock has seen last.
+        self.last_delivered: bytes | None = None
         self._plan = _Plan()
 
     # -- the knobs -----------------------------------------------------------------------------------
@@ -171,6 +174,7 @@ class FaultyLock(Lock):
                             await anyio.sleep(self._plan.latency)
                         if self._plan.error_rate and self.rng.random() < self._plan.error_rate:
                             raise LockError(f"{self.describe()}: injected watch failure")
+                    self._delivered(observed)
                     yield observed
         except AioleaderError:
             outcome = "error"
@@ -213,9 +217,14 @@ class FaultyLock(Lock):
             raise
         else:
             outcome = "ok"
+            self._delivered(result)
             return result
         finally:
             self.calls.append(LockCall(op, started, anyio.current_time(), outcome))
+
+    def _delivered(self, result: object) -> None:
+        if result is None or isinstance(result, Observed):
+            self.last_delivered = None if result is None else result.raw
 
     async def _faulted(self, op: str, call: Callable[[], Awaitable[T]], write: bool) -> T:
         plan = self._plan

@@ -1,0 +1,141 @@
+"""The options of an election, written once (client-go's ``LeaderElectionConfig``).
+
+:func:`~aioleader.elect` and :func:`~aioleader.campaign` take the same keyword options, typed by
+:class:`ElectionOptions`; :meth:`ElectionConfig.build` validates them in one place, in the caller's
+frame, and the elector receives the frozen result whole.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from ._lock import Lock
+from ._metrics import ElectionMetrics
+from ._timing import Timing
+
+if TYPE_CHECKING:
+    from ._leadership import Term
+
+__all__ = ["ElectionConfig", "ElectionOptions"]
+
+StartedCallback = (
+    Callable[["Term"], Awaitable[object] | object] | Callable[[], Awaitable[object] | object]
+)
+StoppedCallback = StartedCallback
+NewLeaderCallback = Callable[[str], Awaitable[object] | object]
+
+
+class ElectionOptions(TypedDict, total=False):
+    """The keyword options of :func:`~aioleader.elect` and :func:`~aioleader.campaign`.
+
+    Attributes:
+        timing: lease duration, renew deadline and retry period (default: ``Timing()``, 15/10/2).
+        release_on_cancel: release the lock when the election ends, after leader work has
+            finished (default ``True``); the next candidate then takes over at once instead of
+            after the lease duration.
+        on_started_leading: called when a term starts, as leader work inside the term's cancel
+            scope; sync or async, with the :class:`~aioleader.Term` or with no argument.
+        on_stopped_leading: called after a term's work has finished (and after the release);
+            sync or async, with the term or with no argument. On the shutdown path it is
+            bounded by the renew deadline.
+        on_new_leader: called with the new holder's identity (``""``: nobody leads) whenever the
+            observed holder changes; callbacks run in order in a task of their own.
+        rng: the source of retry jitter (reproducible tests).
+        name: the label of logs and metrics (default: the lock's ``describe()``).
+        metrics: receives the elector's measurements (e.g. :class:`~aioleader.PrometheusMetrics`).
+        watch: followers watch the lock when it supports watches (default ``True``); ``False``
+            polls every ``retry_period × uniform(1, 1 + jitter)`` as client-go does.
+    """
+
+    timing: Timing | None
+    release_on_cancel: bool
+    on_started_leading: StartedCallback | None
+    on_stopped_leading: StoppedCallback | None
+    on_new_leader: NewLeaderCallback | None
+    rng: random.Random | None
+    name: str | None
+    metrics: ElectionMetrics | None
+    watch: bool
+
+
+_OPTION_NAMES = frozenset(ElectionOptions.__annotations__)
+
+
+@dataclass(frozen=True)
+class ElectionConfig:
+    """One election's validated options. Built by :meth:`build`; read by the elector."""
+
+    lock: Lock
+    timing: Timing
+    release_on_cancel: bool
+    on_started_leading: Callable[[Term], Awaitable[object] | object] | None
+    on_stopped_leading: Callable[[Term], Awaitable[object] | object] | None
+    on_new_leader: NewLeaderCallback | None
+    rng: random.Random
+    name: str
+    metrics: ElectionMetrics | None
+    watch: bool
+
+    @classmethod
+    def build(cls, lock: Lock, options: ElectionOptions | dict[str, Any]) -> ElectionConfig:
+        """Validate ``options`` for ``lock``; raises ``TypeError``/``ValueError`` naming the option."""
+        if not isinstance(lock, Lock):
+            raise TypeError(f"lock must be an aioleader Lock, got {type(lock).__name__}")
+        unknown = sorted(set(options) - _OPTION_NAMES)
+        if unknown:
+            raise TypeError(
+                f"unknown election option {unknown[0]!r} (options: {', '.join(sorted(_OPTION_NAMES))})"
+            )
+        timing = options.get("timing")
+        if timing is None:
+            timing = Timing()
+        elif not isinstance(timing, Timing):
+            raise TypeError(f"timing must be an aioleader.Timing, got {type(timing).__name__}")
+        for flag in ("release_on_cancel", "watch"):
+            value = options.get(flag, True)
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
+        for callback in ("on_started_leading", "on_stopped_leading", "on_new_leader"):
+            value = options.get(callback)
+            if value is not None and not callable(value):
+                raise TypeError(f"{callback} must be callable, got {type(value).__name__}")
+        name = options.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        rng = options.get("rng")
+        return cls(
+            lock=lock,
+            timing=timing,
+            release_on_cancel=options.get("release_on_cancel", True),
+            on_started_leading=_with_term(options.get("on_started_leading")),
+            on_stopped_leading=_with_term(options.get("on_stopped_leading")),
+            on_new_leader=options.get("on_new_leader"),
+            rng=rng if rng is not None else random.Random(),
+            name=name if name is not None else lock.describe(),
+            metrics=options.get("metrics"),
+            watch=options.get("watch", True),
+        )
+
+
+def _with_term(
+    callback: StartedCallback | None,
+) -> Callable[[Term], Awaitable[object] | object] | None:
+    """Term callbacks may take the term or nothing (client-go's ``OnStartedLeading(ctx)`` ports
+    naturally to a zero-argument coroutine function)."""
+    if callback is None:
+        return None
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: pass the term
+        return callback  # type: ignore[return-value]
+    takes_one = any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters
+    )
+    if takes_one:
+        return callback  # type: ignore[return-value]
+    bare: Callable[[], Awaitable[object] | object] = callback  # type: ignore[assignment]
+    return lambda term: bare()

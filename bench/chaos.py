@@ -14,7 +14,7 @@ import time
 import anyio
 import looptime
 
-from aioleader.testing._chaos import run_chaos
+from aioleader.testing import run_chaos
 
 
 def main() -> int:

@@ -27,8 +27,7 @@ from aioleader import (
 from aioleader._record import LEADER_ANNOTATION
 from aioleader.kubernetes import ConfigMapLock, EndpointsLock
 from aioleader.kubernetes._annotation import UNPARSEABLE_HOLDER, AnnotationLock, decode_annotation
-from aioleader.testing import KubeEmulator
-from aioleader.testing._chaos import TermLog, lead_forever
+from aioleader.testing import KubeEmulator, TermLog, lead_forever
 
 # NO_PROXY for the emulator is set by conftest.py.
 

@@ -7,7 +7,8 @@ from typing import Any
 import looptime
 import pytest
 
-from aioleader.testing._chaos import FAULTS, run_chaos
+from aioleader.testing import CHAOS_FAULTS as FAULTS
+from aioleader.testing import run_chaos
 
 pytestmark = pytest.mark.anyio
 

@@ -35,7 +35,7 @@ from aioleader import (
     elect,
 )
 from aioleader.locks import MemoryLock
-from aioleader.testing._chaos import TermLog, lead_forever
+from aioleader.testing import TermLog, lead_forever
 from aioleader.testing._faulty import FaultyLock
 
 pytestmark = pytest.mark.anyio

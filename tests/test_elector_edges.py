@@ -17,7 +17,7 @@ import pytest
 
 from aioleader import LeaderElectionRecord, LockConflict, Term, campaign, elect
 from aioleader.locks import MemoryLock
-from aioleader.testing._chaos import TermLog, lead_forever
+from aioleader.testing import TermLog, lead_forever
 from aioleader.testing._faulty import FaultyLock
 
 pytestmark = pytest.mark.anyio

@@ -19,8 +19,7 @@ from anyio.abc import TaskGroup
 
 from aioleader import ForbiddenError, Leadership, Timing, elect
 from aioleader.kubernetes import LeaseLock
-from aioleader.testing import KubeEmulator
-from aioleader.testing._chaos import TermLog, lead_forever
+from aioleader.testing import KubeEmulator, TermLog, lead_forever
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 

@@ -49,9 +49,8 @@ from aioleader._lock import Lock
 from aioleader._record import LEADER_ANNOTATION
 from aioleader.kubernetes import ConfigMapLock, LeaseLock
 from aioleader.locks import MultiLock
-from aioleader.testing import KubeEmulator
+from aioleader.testing import KubeEmulator, TermLog, WorkInterval, lead_forever
 from aioleader.testing.__main__ import kubeconfig
-from aioleader.testing._chaos import TermLog, WorkInterval, lead_forever
 
 # Every test here points peers at per-client emulator endpoints and reads or plants raw objects.
 pytestmark = [pytest.mark.asyncio, pytest.mark.emulator_only]

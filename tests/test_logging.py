@@ -197,7 +197,10 @@ async def test_kubernetes_lock_records_carry_the_extras(
         assert record.__dict__.get("lock") == "default/logged", record.getMessage()
         assert record.__dict__.get("identity") == "pod-a", record.getMessage()
     (became,) = collector.matching("became leader (fencing token")
-    assert (became.__dict__["term"], became.__dict__["fencing_token"]) == (1, 1)  # taken from a free record at 0
+    assert (became.__dict__["term"], became.__dict__["fencing_token"]) == (
+        1,
+        1,
+    )  # taken from a free record at 0
     dropped = collector.matching("not recorded")
     assert dropped
     assert {r.levelno for r in dropped} == {logging.DEBUG}

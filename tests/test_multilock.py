@@ -30,8 +30,7 @@ from aioleader._record import LEADER_ANNOTATION
 from aioleader.kubernetes import ConfigMapLock, LeaseLock
 from aioleader.locks import MemoryLock, MultiLock
 from aioleader.locks._multi import UNKNOWN_LEADER
-from aioleader.testing import KubeEmulator
-from aioleader.testing._chaos import TermLog, lead_forever
+from aioleader.testing import KubeEmulator, TermLog, lead_forever
 
 # -- fake clocks (the MemoryLock tests) --------------------------------------------------------
 

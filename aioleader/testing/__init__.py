@@ -3,12 +3,20 @@
 :class:`KubeEmulator` is an in-process kube-apiserver (Leases, ConfigMaps, Endpoints, Events)
 that the real kubernetes_asyncio client talks to over HTTP, with per-client fault injection;
 :class:`MemoryLock` is a lock for tests that do not need the API at all, and
-:class:`FaultyLock` wraps any lock to inject failures on fake clocks.
+:class:`FaultyLock` wraps any lock to inject failures on fake clocks. :func:`run_chaos` runs
+candidates through seeded random faults and :class:`TermLog` records every interval of leader work
+(:func:`lead_forever`), for proving that leader-gated code never runs twice at once.
 """
 
 from __future__ import annotations
 
 from ..locks._memory import MemoryLock as MemoryLock
+from ._chaos import FAULTS as CHAOS_FAULTS
+from ._chaos import ChaosReport as ChaosReport
+from ._chaos import TermLog as TermLog
+from ._chaos import WorkInterval as WorkInterval
+from ._chaos import lead_forever as lead_forever
+from ._chaos import run_chaos as run_chaos
 from ._clock import ServerClock as ServerClock
 from ._emulator import EmulatorStatistics as EmulatorStatistics
 from ._emulator import KubeEmulator as KubeEmulator
@@ -21,8 +29,10 @@ from ._faulty import LockCall as LockCall
 from ._log import RequestRecord as RequestRecord
 
 __all__ = (
+    "CHAOS_FAULTS",
     "VERBS",
     "WRITE_VERBS",
+    "ChaosReport",
     "ClientEndpoint",
     "EmulatorStatistics",
     "Faults",
@@ -32,4 +42,8 @@ __all__ = (
     "MemoryLock",
     "RequestRecord",
     "ServerClock",
+    "TermLog",
+    "WorkInterval",
+    "lead_forever",
+    "run_chaos",
 )

@@ -26,7 +26,7 @@ from .._timing import Timing
 from ..locks._memory import MemoryLock
 from ._faulty import FaultyLock
 
-__all__ = ["ChaosReport", "TermLog", "WorkInterval", "lead_forever", "run_chaos"]
+__all__ = ["FAULTS", "ChaosReport", "TermLog", "WorkInterval", "lead_forever", "run_chaos"]
 
 FAULTS = (
     "crash",
@@ -131,6 +131,9 @@ async def lead_forever(
 
 @dataclass
 class ChaosReport(TermLog):
+    """What :func:`run_chaos` did and saw: the faults injected, every interval of leader work
+    (a :class:`TermLog`), and how long each recovery after a heal took."""
+
     seed: int = 0
     candidates: int = 0
     rounds: int = 0

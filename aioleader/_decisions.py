@@ -82,6 +82,7 @@ class LockView:
         self.max_transitions = -1
         self._key: object = None
         self._backoff_until = -math.inf
+        self._held_until = -math.inf
 
     # -- observations ------------------------------------------------------------------------------
 
@@ -161,14 +162,29 @@ class LockView:
     def backoff_until(self) -> float:
         return self._backoff_until
 
+    def hold(self, until: float) -> None:
+        """Stay out of the race until ``until`` (a step-down's cooldown; ``inf`` while paused)."""
+        self._held_until = until
+
+    @property
+    def held_until(self) -> float:
+        return self._held_until
+
     def take_at(self, now: float, own_token: int | None) -> float:
         """When the lock may be taken, by what we observed: now, or when the lease expires."""
         return now if self.may_take(now, own_token) else self.expires_at()
 
     def next_attempt(self, now: float, own_token: int | None) -> float:
         """When the next acquisition attempt makes sense: as soon as the lock may be taken, never
-        before a backoff has run out."""
-        return max(self.take_at(now, own_token), self._backoff_until)
+        before a backoff or a hold has run out."""
+        return max(self.take_at(now, own_token), self._backoff_until, self._held_until)
+
+    def next_poll(self, now: float, own_token: int | None, pause: float) -> float:
+        """Polling: every ``pause``, but never later than the moment the observed lease expires
+        (a crashed holder is then replaced LD after we saw its last renewal, not up to a pause
+        after that), and never before a backoff or a hold has run out."""
+        poll = min(now + pause, self.take_at(now, own_token))
+        return max(poll, self._backoff_until, self._held_until)
 
 
 _MISSING = object()

@@ -85,6 +85,9 @@ class _Failed:
 
 _Attempt = Term | _Failed | None  # None: the lock is held (or a deletion is being waited out)
 
+#: ``Term.end_reason`` of a term ended on purpose (step_down, pause, not ready, max_term).
+STEPPED_DOWN = "stepped down"
+
 
 class _Election:
     """One candidate's campaign on one lock. Private: users hold a :class:`Leadership`."""
@@ -132,6 +135,12 @@ class _Election:
         self._notify: MemoryObjectSendStream[tuple[NewLeaderCallback, str]] | None = None
         self._notifier_done = anyio.Event()
         self._notifier_scope = anyio.CancelScope(shield=True)
+        self._paused = False
+        self._unready = False
+        # Set when the current term's work has finished, its release (if voluntary) is written
+        # and on_stopped_leading has run.
+        self._term_closed = anyio.Event()
+        self._term_closed.set()
 
     # -- ElectionState (what Leadership reads) ------------------------------------------------------
 
@@ -203,11 +212,129 @@ class _Election:
             self._notifier_done.set()
 
     async def _campaign(self) -> None:
+        if self.config.ready is not None:
+            # Readiness is known before the first attempt; then re-checked every RP.
+            await self._check_ready()
+            assert self._tg is not None
+            self._tg.start_soon(self._follow_readiness)
         while True:
             term = await self._acquire()
-            await self.keeper.keep(term)
+            self._term_closed = anyio.Event()
+            await self._keep(term)
             await term._wait_work_done()
+            if term.end_reason == STEPPED_DOWN:
+                # Voluntary: hand over at once rather than after the lease duration.
+                await self.keeper.release(term)
             await self._stopped(term)
+            self._term_closed.set()
+
+    async def _keep(self, term: Term) -> None:
+        """Keep the term; with ``max_term``, step down once it has lasted that long."""
+        max_term = self.config.max_term
+        if max_term is None:
+            await self.keeper.keep(term)
+            return
+        with anyio.move_on_after(term.acquired_at + max_term - anyio.current_time()):
+            await self.keeper.keep(term)
+            return
+        if term.active:
+            t = self.timing
+            rest = (1 + t.jitter) * t.retry_period + t.retry_period
+            logger.info(
+                "%s: %s rotates leadership after a %gs term",
+                self._description,
+                self._identity,
+                max_term,
+                extra=self._log_extra,
+            )
+            self.view.hold(anyio.current_time() + rest)
+            self._end_term(term, STEPPED_DOWN)
+
+    # -- step down, pause, readiness -----------------------------------------------------------------
+
+    async def step_down(self, cooldown: float | None) -> None:
+        """End the current term (work cancelled and awaited, lock released) and stay out of the
+        race for ``cooldown`` seconds (default: the lease duration)."""
+        if cooldown is None:
+            cooldown = self.timing.lease_duration
+        if isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or not cooldown >= 0:
+            raise ValueError(f"cooldown must be a number of seconds >= 0, got {cooldown!r}")
+        # Out of the race while the work winds down and the release is written; the cooldown
+        # counts from the moment the lock is free.
+        self.view.hold(math.inf)
+        await self._end_voluntarily("steps down")
+        self.view.hold(math.inf if self.paused else anyio.current_time() + cooldown)
+        self._wake.set()
+
+    def pause(self) -> None:
+        """Stop campaigning until :meth:`resume`; a leader steps down (without waiting)."""
+        self._paused = True
+        self._apply_hold()
+
+    def resume(self) -> None:
+        self._paused = False
+        self._apply_hold()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused or self._unready
+
+    def _apply_hold(self) -> None:
+        if self.paused:
+            self.view.hold(math.inf)
+            term = self.leadership.term
+            if term is not None and term.active:
+                logger.info(
+                    "%s: %s steps down (%s)",
+                    self._description,
+                    self._identity,
+                    "paused" if self._paused else "not ready",
+                    extra=self._log_extra,
+                )
+                self._end_term(term, STEPPED_DOWN)
+        else:
+            self.view.hold(-math.inf)
+        self._wake.set()
+
+    async def _end_voluntarily(self, what: str) -> None:
+        term = self.leadership.term
+        if term is None or not term.active:
+            return
+        logger.info("%s: %s %s", self._description, self._identity, what, extra=self._log_extra)
+        closed = self._term_closed
+        self._end_term(term, STEPPED_DOWN)
+        await closed.wait()
+
+    async def _check_ready(self) -> None:
+        assert self.config.ready is not None
+        try:
+            value = self.config.ready()
+            if inspect.isawaitable(value):
+                value = await value
+            ready = bool(value)
+        except Exception as exc:
+            logger.warning(
+                "%s: the readiness check failed (%r): not ready",
+                self._description,
+                exc,
+                extra=self._log_extra,
+            )
+            ready = False
+        if ready == self._unready:
+            logger.info(
+                "%s: %s is %s",
+                self._description,
+                self._identity,
+                "ready: campaigning" if ready else "not ready: not campaigning",
+                extra=self._log_extra,
+            )
+            self._unready = not ready
+            self._apply_hold()
+
+    async def _follow_readiness(self) -> None:
+        while True:
+            await anyio.sleep(self.timing.retry_period)
+            await self._check_ready()
 
     # -- observations --------------------------------------------------------------------------------
 
@@ -248,9 +375,12 @@ class _Election:
         be watched); a refused watch (e.g. RBAC without list/watch) turns the feed off for good
         and the loop polls, with an attempt at once.
         """
-        outcome = await self._attempt()
-        if isinstance(outcome, Term):
-            return outcome
+        outcome: _Failed | None = None
+        if anyio.current_time() >= self.view.held_until:
+            first = await self._attempt()
+            if isinstance(first, Term):
+                return first
+            outcome = first
         try:
             async with anyio.create_task_group() as tg:
                 following = (
@@ -267,18 +397,15 @@ class _Election:
                     with anyio.move_on_after(next_try - anyio.current_time()):
                         await wake.wait()
                     if wake.is_set():
-                        # A new observation: re-decide (a release means: attempt now).
+                        # A new observation, or a resume: re-decide (a release means: now).
                         self._wake = anyio.Event()
-                        if following:
-                            next_try = self.view.next_attempt(
-                                anyio.current_time(), self._own_token()
-                            )
+                        next_try = self.view.next_attempt(anyio.current_time(), self._own_token())
                         continue
-                    outcome = await self._attempt()
-                    if isinstance(outcome, Term):
+                    attempt = await self._attempt()
+                    if isinstance(attempt, Term):
                         tg.cancel_scope.cancel()
-                        return outcome
-                    next_try = self._schedule(outcome, following)
+                        return attempt
+                    next_try = self._schedule(attempt, following)
         except BaseExceptionGroup as group:
             # Our own task group: what the acquisition raised comes out as itself (raised
             # outside the except block, so it keeps its own __cause__ and __context__).
@@ -301,10 +428,7 @@ class _Election:
         if following:
             return self.view.next_attempt(now, own)
         assert pause is not None
-        # Polling: every pause, but never later than the moment the observed lease expires (a
-        # crashed holder is then replaced LD after we saw its last renewal, not up to 2.2·RP
-        # after that), and never before a backoff has run out.
-        return max(self.view.backoff_until, min(now + pause, self.view.take_at(now, own)))
+        return self.view.next_poll(now, own, pause)
 
     async def _follow(self) -> None:
         """Feed every change the lock's watch reports into the view."""
@@ -469,6 +593,7 @@ class _Election:
             await self.keeper.release(term)
         with anyio.move_on_after(self.timing.renew_deadline) as scope:
             await self._stopped(term)
+        self._term_closed.set()
         if scope.cancelled_caught:
             logger.warning(
                 "%s: on_stopped_leading did not return within the renew deadline (%gs); abandoned",

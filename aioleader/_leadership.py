@@ -38,6 +38,15 @@ class ElectionState(Protocol):
 
     async def confirm(self) -> bool: ...
 
+    async def step_down(self, cooldown: float | None) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    @property
+    def paused(self) -> bool: ...
+
     def health_problem(self, tolerance: float) -> str | None: ...
 
     def statistics(self) -> LeadershipStatistics: ...
@@ -73,7 +82,9 @@ class Term(metaclass=_NoPublicConstructor):
         ended: an :class:`anyio.Event` set when the term ends.
         end_reason: ``None`` while active; then why it ended: ``"lost"`` (the lock names another
             holder, or was deleted), ``"deadline"`` (no successful renewal within the renew
-            deadline), or ``"stopped"`` (the election was shut down; the lock is then released
+            deadline, also counting time the host spent suspended), ``"stepped down"``
+            (``step_down()``, ``pause()``, the ``ready`` signal, or ``max_term``; the lock is
+            released), or ``"stopped"`` (the election was shut down; the lock is then released
             if ``release_on_cancel``).
     """
 
@@ -360,6 +371,35 @@ class Leadership(metaclass=_NoPublicConstructor):
         ``await leadership.is_leader()`` or ``term.end_reason`` afterwards.
         """
         return _Leading(self)
+
+    async def step_down(self, *, cooldown: float | None = None) -> None:
+        """End the current term and let another candidate take over.
+
+        The leader work is cancelled and awaited, the lock is released, and this candidate stays
+        out of the race for ``cooldown`` seconds (default: the lease duration), so a follower
+        takes over (at once when it watches the lock). Returns once the release is written (at
+        once if this candidate does not lead; the cooldown applies anyway). The ended term's
+        ``end_reason`` is ``"stepped down"``.
+
+        Raises:
+            ValueError: ``cooldown`` is not a number of seconds >= 0.
+        """
+        await anyio.lowlevel.checkpoint()
+        await self._election.step_down(cooldown)
+
+    def pause(self) -> None:
+        """Stop campaigning until :meth:`resume` (a leader steps down: its term ends with
+        ``"stepped down"`` and the lock is released once its work has finished)."""
+        self._election.pause()
+
+    def resume(self) -> None:
+        """Campaign again after :meth:`pause` (an attempt at once if the lock is free)."""
+        self._election.resume()
+
+    @property
+    def paused(self) -> bool:
+        """True while paused, or while the ``ready`` signal says the service is not ready."""
+        return self._election.paused
 
     def healthy(self, tolerance: float = 0.0) -> bool:
         """client-go's ``HealthzAdaptor``: unhealthy only when we believe we lead but have not

@@ -27,6 +27,7 @@ StartedCallback = (
 )
 StoppedCallback = StartedCallback
 NewLeaderCallback = Callable[[str], Awaitable[object] | object]
+ReadySignal = Callable[[], bool | Awaitable[bool]]
 
 
 class ElectionOptions(TypedDict, total=False):
@@ -49,6 +50,14 @@ class ElectionOptions(TypedDict, total=False):
         metrics: receives the elector's measurements (e.g. :class:`~aioleader.PrometheusMetrics`).
         watch: followers watch the lock when it supports watches (default ``True``); ``False``
             polls every ``retry_period × uniform(1, 1 + jitter)`` as client-go does.
+        max_term: rotate the leader: a term that has lasted this many seconds steps down (work
+            cancelled and awaited, lock released) and this candidate stays out of the race for
+            ``(1 + jitter) × retry_period + retry_period``, long enough for a polling follower
+            to take over (default ``None``: terms last as long as renewals succeed).
+        ready: campaign only while this says the service is ready: a callable returning a bool
+            (or an awaitable of one), asked before the first attempt and every retry period. A
+            leader that stops being ready steps down; a candidate that is not ready does not
+            campaign. An exception counts as "not ready" (and is logged).
     """
 
     timing: Timing | None
@@ -60,6 +69,8 @@ class ElectionOptions(TypedDict, total=False):
     name: str | None
     metrics: ElectionMetrics | None
     watch: bool
+    max_term: float | None
+    ready: ReadySignal | None
 
 
 _OPTION_NAMES = frozenset(ElectionOptions.__annotations__)
@@ -79,6 +90,8 @@ class ElectionConfig:
     name: str
     metrics: ElectionMetrics | None
     watch: bool
+    max_term: float | None
+    ready: ReadySignal | None
 
     @classmethod
     def build(cls, lock: Lock, options: ElectionOptions | dict[str, Any]) -> ElectionConfig:
@@ -99,7 +112,16 @@ class ElectionConfig:
             value = options.get(flag, True)
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be True or False, got {value!r}")
-        for callback in ("on_started_leading", "on_stopped_leading", "on_new_leader"):
+        max_term = options.get("max_term")
+        if max_term is not None:
+            if isinstance(max_term, bool) or not isinstance(max_term, int | float):
+                raise TypeError(f"max_term must be a number of seconds, got {max_term!r}")
+            if not max_term > timing.retry_period:
+                raise ValueError(
+                    f"max_term must be longer than the retry period ({timing.retry_period:g}s), "
+                    f"got {max_term!r}"
+                )
+        for callback in ("on_started_leading", "on_stopped_leading", "on_new_leader", "ready"):
             value = options.get(callback)
             if value is not None and not callable(value):
                 raise TypeError(f"{callback} must be callable, got {type(value).__name__}")
@@ -118,6 +140,8 @@ class ElectionConfig:
             name=name if name is not None else lock.describe(),
             metrics=options.get("metrics"),
             watch=options.get("watch", True),
+            max_term=max_term,
+            ready=options.get("ready"),
         )
 
 

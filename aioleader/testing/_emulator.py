@@ -11,14 +11,14 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
-from ._api import Registry
-from ._clock import ServerClock
+from ._connection_faults import Faults
 from ._decode import format_time
 from ._endpoint import ClientEndpoint
-from ._faults import Faults
-from ._log import RequestLog, RequestRecord
+from ._registry import Registry
+from ._request_log import RequestLog, RequestRecord
 from ._resources import EVENTS, EVENTS_V1, ResourceType, resource_type
 from ._server import ApiServer
+from ._server_clock import ServerClock
 from ._store import Store
 
 if TYPE_CHECKING:

@@ -17,15 +17,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ._api import Registry
-from ._clock import ServerClock
+from ._connection_faults import Faults
 from ._decode import DecodeError, go_json_loads
 from ._endpoint import ClientEndpoint, Dropped
-from ._faults import Faults
-from ._log import RequestLog, RequestRecord
+from ._registry import Registry
+from ._request_log import RequestLog, RequestRecord
 from ._resources import ResourceType
 from ._routes import Operation, resolve
 from ._selectors import Predicate, parse_bool, parse_int, selector_predicate
+from ._server_clock import ServerClock
 from ._status import ApiError
 from ._store import Store, Watcher
 

@@ -22,11 +22,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ._clock import ServerClock
 from ._decode import DecodeError, format_time, go_json_loads, json_kind, summarize
 from ._patch import PatchError, json_patch, merge_patch
 from ._resources import ResourceType
 from ._selectors import Predicate
+from ._server_clock import ServerClock
 from ._status import ApiError, status_object
 from ._store import Store
 from ._validation import FieldError, GoRepr, validate_object_meta

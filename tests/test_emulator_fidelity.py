@@ -485,7 +485,7 @@ async def test_lease_put_creates_and_needs_a_resource_version_to_update(kube: Ku
     assert (code, created["spec"]["holderIdentity"]) == (201, "a")
     message = (
         'leases.coordination.k8s.io "x" is invalid: metadata.resourceVersion: Invalid value: '
-        "0x0: must be specified for an update"
+        "0: must be specified for an update"
     )
     assert await failure(
         api.replace_namespaced_lease("x", ns, lease_body("x", holderIdentity="b"))
@@ -501,7 +501,7 @@ async def test_lease_put_creates_and_needs_a_resource_version_to_update(kube: Ku
             causes=[
                 {
                     "reason": "FieldValueInvalid",
-                    "message": "Invalid value: 0x0: must be specified for an update",
+                    "message": "Invalid value: 0: must be specified for an update",
                     "field": "metadata.resourceVersion",
                 }
             ],

@@ -29,7 +29,7 @@ from ._selectors import Predicate
 from ._server_clock import ServerClock
 from ._status import ApiError, status_object
 from ._store import Store
-from ._validation import FieldError, GoRepr, validate_object_meta
+from ._validation import FieldError, validate_object_meta
 
 __all__ = ["Registry"]
 
@@ -271,7 +271,7 @@ class Registry:
                     FieldError(
                         "invalid",
                         "metadata.resourceVersion",
-                        GoRepr("0x0"),
+                        0,
                         "must be specified for an update",
                     )
                 ],

@@ -14,17 +14,9 @@ from typing import Any
 
 __all__ = [
     "FieldError",
-    "GoRepr",
     "validate_lease_spec",
     "validate_object_meta",
 ]
-
-
-@dataclass(frozen=True)
-class GoRepr:
-    """A bad value that Go prints verbatim (``0x0`` for a ``uint64`` under ``%#v``)."""
-
-    text: str
 
 
 # Go's field.ErrorType: (text shown in messages, StatusCause reason).
@@ -68,9 +60,7 @@ class FieldError:
         text = _TYPES[self.type][0]
         if self.type in ("invalid", "not_supported"):
             value = self.value
-            if isinstance(value, GoRepr):
-                shown = value.text
-            elif isinstance(value, str):
+            if isinstance(value, str):
                 shown = go_quote(value)
             elif isinstance(value, bool):
                 shown = "true" if value else "false"

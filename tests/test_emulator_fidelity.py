@@ -800,7 +800,7 @@ async def test_discovery(kube: KubeTarget) -> None:
 async def test_emulator_version_and_events(kube: KubeTarget) -> None:
     assert kube.emulator is not None
     code, version = await send(kube, "GET", "/version")
-    assert (code, version["gitVersion"]) == (200, "v1.31.0-aioleader-emulator")
+    assert (code, version["gitVersion"]) == (200, "v1.36.2-aioleader-emulator")
     involved = client.V1ObjectReference(kind="Lease", name="lock", namespace=kube.namespace)
     event = client.CoreV1Event(
         metadata=client.V1ObjectMeta(name="lock.1"),

@@ -142,8 +142,16 @@ class Registry:
             )
         meta["namespace"] = namespace
 
-    def _validate(self, rt: ResourceType, obj: Mapping[str, Any], name: str) -> None:
-        errors = validate_object_meta(obj["metadata"]) + rt.validate_spec(obj)
+    def _validate(
+        self,
+        rt: ResourceType,
+        obj: Mapping[str, Any],
+        name: str,
+        old: Mapping[str, Any] | None = None,
+    ) -> None:
+        errors = validate_object_meta(obj["metadata"], rt.name_rule) + rt.validate_spec(obj)
+        if old is not None:
+            errors += rt.validate_update(obj, old)
         if errors:
             raise ApiError.invalid(rt, name, errors)
 
@@ -286,7 +294,7 @@ class Registry:
         for kept in _KEPT_ON_UPDATE:
             if kept in old_meta:
                 meta[kept] = old_meta[kept]
-        self._validate(rt, obj, name)
+        self._validate(rt, obj, name, existing)
         return self.store.put(rt, _canonical(obj)), False
 
     def patch(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,9 @@ class ApiServer:
         clock: ServerClock,
         log: RequestLog,
         bookmark_interval: float,
+        served: Collection[ResourceType],
     ) -> None:
+        self.served = frozenset(served)
         self.store = store
         self.registry = registry
         self.clock = clock
@@ -91,7 +93,7 @@ class ApiServer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         wall = self.clock.now()
-        op = resolve(request.method, request.path, request.query, request.host)
+        op = resolve(request.method, request.path, request.query, request.host, self.served)
 
         def record(outcome: _Outcome) -> None:
             self.log.append(

@@ -1,7 +1,8 @@
 """Test helpers for code that uses aioleader: a Kubernetes API emulator and an in-memory lock.
 
-:class:`KubeEmulator` is an in-process kube-apiserver (Leases, ConfigMaps, Endpoints, Events)
-that the real kubernetes_asyncio client talks to over HTTP, with per-client fault injection;
+:class:`KubeEmulator` is an in-process kube-apiserver (Leases, LeaseCandidates, ConfigMaps,
+Endpoints, Events) that the real kubernetes_asyncio client talks to over HTTP, with per-client
+fault injection and, optionally, kube-apiserver's coordinated leader election controller;
 :class:`MemoryLock` is a lock for tests that do not need the API at all, and
 :class:`FaultyLock` wraps any lock to inject failures on fake clocks. :func:`run_chaos` runs
 candidates through seeded random faults and :class:`TermLog` records every interval of leader work

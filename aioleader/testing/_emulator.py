@@ -52,8 +52,9 @@ class EmulatorStatistics:
 class KubeEmulator:
     """An in-process kube-apiserver for the APIs leader election uses, with fault injection.
 
-    It serves Leases (``coordination.k8s.io/v1``), ConfigMaps, Endpoints and Events (core
-    ``v1`` and ``events.k8s.io/v1``) over HTTP, so code under test talks to it through the real
+    It serves Leases (``coordination.k8s.io/v1``), LeaseCandidates
+    (``coordination.k8s.io/v1beta1``), ConfigMaps, Endpoints and Events (core ``v1`` and
+    ``events.k8s.io/v1``) over HTTP, so code under test talks to it through the real
     kubernetes_asyncio client. What a real server does is reproduced where leader election can
     tell: one revision counter for all objects; server-set ``uid``, ``creationTimestamp`` and
     ``resourceVersion``; optimistic concurrency with the real 409 Conflict; PUT rules per type
@@ -72,6 +73,14 @@ class KubeEmulator:
             emu.faults("pod-a").partition("refuse")   # pod-a is cut off
             ...
             assert emu.counters("pod-b")["update"] > 0
+
+    With ``coordinated_election=True`` it also runs kube-apiserver's coordinated leader
+    election controller and LeaseCandidate garbage collector (``CoordinatedLeaderElection``):
+    it pings candidates, elects by strategy and writes the Lease (``holderIdentity`` or
+    ``preferredHolder``, ``strategy``), on the server clock. Pin the clock (:meth:`set_time`)
+    and it moves only with :meth:`advance` or when objects change; :meth:`wait_election_idle`
+    waits until it has handled everything so far. Its writes go through the same validation and
+    watches as a client's but are not in the request log.
 
     Not emulated: authentication and authorization (every request is allowed), namespaces as
     objects (every namespace exists), finalizers and graceful deletion, ``dryRun``,

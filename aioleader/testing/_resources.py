@@ -3,7 +3,9 @@
 Each type carries what differs between them on the wire and in the registry strategy
 (``pkg/registry/.../strategy.go``): whether PUT may create (``AllowCreateOnUpdate``), whether PUT
 without a resourceVersion overwrites (``AllowUnconditionalUpdate``), the Go struct layout the
-body is decoded into, and the validation beyond object metadata.
+body is decoded into, how names are checked (LeaseCandidates: config keys, not DNS names), and
+the validation beyond object metadata, on create and on update (a LeaseCandidate's
+``spec.leaseName`` is immutable).
 """
 
 from __future__ import annotations

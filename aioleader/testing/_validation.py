@@ -1,7 +1,7 @@
 """Field validation with kube-apiserver's wording (apimachinery ``util/validation/field``).
 
-Only what the emulated resources need: object names and namespaces, and the Lease spec rules of
-``pkg/apis/coordination/validation``. Messages are rendered exactly as Go renders them, because
+Only what the emulated resources need: object names and namespaces, and the Lease and
+LeaseCandidate rules of ``pkg/apis/coordination/validation``. Messages are rendered exactly as Go renders them, because
 clients (and our fidelity tests) compare them as text.
 """
 

@@ -35,8 +35,7 @@ from aioleader import (
     elect,
 )
 from aioleader.locks import MemoryLock
-from aioleader.testing import TermLog, lead_forever
-from aioleader.testing._faulty import FaultyLock
+from aioleader.testing import FaultyLock, TermLog, lead_forever
 
 pytestmark = pytest.mark.anyio
 

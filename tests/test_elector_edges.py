@@ -17,8 +17,7 @@ import pytest
 
 from aioleader import LeaderElectionRecord, LockConflict, Term, campaign, elect
 from aioleader.locks import MemoryLock
-from aioleader.testing import TermLog, lead_forever
-from aioleader.testing._faulty import FaultyLock
+from aioleader.testing import FaultyLock, TermLog, lead_forever
 
 pytestmark = pytest.mark.anyio
 

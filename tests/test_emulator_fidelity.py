@@ -485,7 +485,7 @@ async def test_lease_put_creates_and_needs_a_resource_version_to_update(kube: Ku
     assert (code, created["spec"]["holderIdentity"]) == (201, "a")
     message = (
         'leases.coordination.k8s.io "x" is invalid: metadata.resourceVersion: Invalid value: '
-        "0x0: must be specified for an update"
+        "0: must be specified for an update"
     )
     assert await failure(
         api.replace_namespaced_lease("x", ns, lease_body("x", holderIdentity="b"))
@@ -501,7 +501,7 @@ async def test_lease_put_creates_and_needs_a_resource_version_to_update(kube: Ku
             causes=[
                 {
                     "reason": "FieldValueInvalid",
-                    "message": "Invalid value: 0x0: must be specified for an update",
+                    "message": "Invalid value: 0: must be specified for an update",
                     "field": "metadata.resourceVersion",
                 }
             ],
@@ -800,7 +800,7 @@ async def test_discovery(kube: KubeTarget) -> None:
 async def test_emulator_version_and_events(kube: KubeTarget) -> None:
     assert kube.emulator is not None
     code, version = await send(kube, "GET", "/version")
-    assert (code, version["gitVersion"]) == (200, "v1.31.0-aioleader-emulator")
+    assert (code, version["gitVersion"]) == (200, "v1.36.2-aioleader-emulator")
     involved = client.V1ObjectReference(kind="Lease", name="lock", namespace=kube.namespace)
     event = client.CoreV1Event(
         metadata=client.V1ObjectMeta(name="lock.1"),

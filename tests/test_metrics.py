@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from aioleader import ElectionMetrics, LockError, PrometheusMetrics, elect
 from aioleader.locks import MemoryLock
-from aioleader.testing._faulty import FaultyLock
+from aioleader.testing import FaultyLock
 
 pytestmark = pytest.mark.anyio
 

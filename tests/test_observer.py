@@ -34,8 +34,7 @@ from aioleader import (
 from aioleader._record import LeaderElectionRecord
 from aioleader.kubernetes import LeaseLock
 from aioleader.locks import MemoryLock
-from aioleader.testing import KubeEmulator
-from aioleader.testing._faulty import FaultyLock
+from aioleader.testing import FaultyLock, KubeEmulator
 
 
 def _looptime_loop() -> Any:

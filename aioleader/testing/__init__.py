@@ -1,7 +1,8 @@
 """Test helpers for code that uses aioleader: a Kubernetes API emulator and an in-memory lock.
 
-:class:`KubeEmulator` is an in-process kube-apiserver (Leases, ConfigMaps, Endpoints, Events)
-that the real kubernetes_asyncio client talks to over HTTP, with per-client fault injection;
+:class:`KubeEmulator` is an in-process kube-apiserver (Leases, LeaseCandidates, ConfigMaps,
+Endpoints, Events) that the real kubernetes_asyncio client talks to over HTTP, with per-client
+fault injection and, optionally, kube-apiserver's coordinated leader election controller;
 :class:`MemoryLock` is a lock for tests that do not need the API at all, and
 :class:`FaultyLock` wraps any lock to inject failures on fake clocks. :func:`run_chaos` runs
 candidates through seeded random faults and :class:`TermLog` records every interval of leader work
@@ -17,16 +18,16 @@ from ._chaos import TermLog as TermLog
 from ._chaos import WorkInterval as WorkInterval
 from ._chaos import lead_forever as lead_forever
 from ._chaos import run_chaos as run_chaos
-from ._clock import ServerClock as ServerClock
+from ._connection_faults import VERBS as VERBS
+from ._connection_faults import WRITE_VERBS as WRITE_VERBS
+from ._connection_faults import Faults as Faults
 from ._emulator import EmulatorStatistics as EmulatorStatistics
 from ._emulator import KubeEmulator as KubeEmulator
 from ._endpoint import ClientEndpoint as ClientEndpoint
-from ._faults import VERBS as VERBS
-from ._faults import WRITE_VERBS as WRITE_VERBS
-from ._faults import Faults as Faults
-from ._faulty import FaultyLock as FaultyLock
-from ._faulty import LockCall as LockCall
-from ._log import RequestRecord as RequestRecord
+from ._faulty_lock import FaultyLock as FaultyLock
+from ._faulty_lock import LockCall as LockCall
+from ._request_log import RequestRecord as RequestRecord
+from ._server_clock import ServerClock as ServerClock
 
 __all__ = (
     "CHAOS_FAULTS",

@@ -7,7 +7,10 @@ kubernetes_asyncio scripts, other leader-election libraries) can use it::
     KUBECONFIG=./emulator.kubeconfig kubectl get leases
 
 When it is ready it prints one line, ``aioleader emulator listening on URL (kubeconfig: PATH)``;
-with ``--port 0`` the line has the port that was picked.
+with ``--port 0`` the line has the port that was picked. ``--coordinated-election`` runs
+kube-apiserver's election controller for LeaseCandidates (``--election-window`` seconds, 5 by
+default); ``--no-lease-candidates`` serves a cluster without the ``coordination.k8s.io/v1beta1``
+API.
 """
 
 from __future__ import annotations
@@ -58,6 +61,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bookmark-interval", type=float, default=1.0, help="seconds between watch bookmarks (1)"
     )
+    parser.add_argument(
+        "--coordinated-election",
+        action="store_true",
+        help="run kube-apiserver's coordinated leader election controller (LeaseCandidates)",
+    )
+    parser.add_argument(
+        "--election-window",
+        type=float,
+        default=5.0,
+        help="the election controller's window in seconds (5, as kube-apiserver)",
+    )
+    parser.add_argument(
+        "--no-lease-candidates",
+        action="store_true",
+        help="do not serve coordination.k8s.io/v1beta1 LeaseCandidates",
+    )
     return parser
 
 
@@ -72,7 +91,15 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with KubeEmulator(args.host, args.port, bookmark_interval=args.bookmark_interval) as emu:
+    emulator = KubeEmulator(
+        args.host,
+        args.port,
+        bookmark_interval=args.bookmark_interval,
+        lease_candidates=not args.no_lease_candidates,
+        coordinated_election=args.coordinated_election,
+        election_window=args.election_window,
+    )
+    async with emulator as emu:
         path: Path = args.kubeconfig
         await asyncio.to_thread(_write_private, path, kubeconfig(emu.url, args.namespace))
         print(f"aioleader emulator listening on {emu.url} (kubeconfig: {path})", flush=True)
@@ -80,7 +107,12 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.coordinated_election and args.no_lease_candidates:
+        parser.error("--coordinated-election needs LeaseCandidates (drop --no-lease-candidates)")
+    if args.election_window <= 0:
+        parser.error("--election-window must be positive")
     try:
         asyncio.run(serve(args))
     except OSError as exc:

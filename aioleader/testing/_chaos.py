@@ -24,7 +24,7 @@ from .._leadership import Leadership
 from .._lock import Lock
 from .._timing import Timing
 from ..locks._memory import MemoryLock
-from ._faulty import FaultyLock
+from ._faulty_lock import FaultyLock
 
 __all__ = ["FAULTS", "ChaosReport", "TermLog", "WorkInterval", "lead_forever", "run_chaos"]
 

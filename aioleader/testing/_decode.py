@@ -289,6 +289,11 @@ def _string(value: object, ctx: _Context, struct: str, path: str) -> object:
     return _Absent
 
 
+def _omitempty_string(value: object, ctx: _Context, struct: str, path: str) -> object:
+    decoded = _string(value, ctx, struct, path)
+    return _Absent if decoded == "" else decoded
+
+
 def _integer(go_type: str, bounds: tuple[int, int]) -> Decoder:
     def decode(value: object, ctx: _Context, struct: str, path: str) -> object:
         if (
@@ -360,6 +365,7 @@ def _time(layout: str, render: Callable[[datetime], str]) -> Decoder:
 
 
 STRING: Decoder = _string
+OMITEMPTY_STRING: Decoder = _omitempty_string  # a non-pointer string with ``omitempty``
 INT32: Decoder = _integer("int32", _INT32)
 INT64: Decoder = _integer("int64", _INT64)
 BOOL: Decoder = _boolean

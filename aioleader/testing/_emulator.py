@@ -11,14 +11,22 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
-from ._api import Registry
-from ._clock import ServerClock
+from ._connection_faults import Faults
 from ._decode import format_time
+from ._election_controller import ELECTION_WINDOW, GC_INTERVAL, ElectionController
 from ._endpoint import ClientEndpoint
-from ._faults import Faults
-from ._log import RequestLog, RequestRecord
-from ._resources import EVENTS, EVENTS_V1, ResourceType, resource_type
+from ._registry import Registry
+from ._request_log import RequestLog, RequestRecord
+from ._resources import (
+    EVENTS,
+    EVENTS_V1,
+    LEASECANDIDATES,
+    RESOURCES,
+    ResourceType,
+    resource_type,
+)
 from ._server import ApiServer
+from ._server_clock import ServerClock
 from ._store import Store
 
 if TYPE_CHECKING:
@@ -44,8 +52,9 @@ class EmulatorStatistics:
 class KubeEmulator:
     """An in-process kube-apiserver for the APIs leader election uses, with fault injection.
 
-    It serves Leases (``coordination.k8s.io/v1``), ConfigMaps, Endpoints and Events (core
-    ``v1`` and ``events.k8s.io/v1``) over HTTP, so code under test talks to it through the real
+    It serves Leases (``coordination.k8s.io/v1``), LeaseCandidates
+    (``coordination.k8s.io/v1beta1``), ConfigMaps, Endpoints and Events (core ``v1`` and
+    ``events.k8s.io/v1``) over HTTP, so code under test talks to it through the real
     kubernetes_asyncio client. What a real server does is reproduced where leader election can
     tell: one revision counter for all objects; server-set ``uid``, ``creationTimestamp`` and
     ``resourceVersion``; optimistic concurrency with the real 409 Conflict; PUT rules per type
@@ -64,6 +73,14 @@ class KubeEmulator:
             emu.faults("pod-a").partition("refuse")   # pod-a is cut off
             ...
             assert emu.counters("pod-b")["update"] > 0
+
+    With ``coordinated_election=True`` it also runs kube-apiserver's coordinated leader
+    election controller and LeaseCandidate garbage collector (``CoordinatedLeaderElection``):
+    it pings candidates, elects by strategy and writes the Lease (``holderIdentity`` or
+    ``preferredHolder``, ``strategy``), on the server clock. Pin the clock (:meth:`set_time`)
+    and it moves only with :meth:`advance` or when objects change; :meth:`wait_election_idle`
+    waits until it has handled everything so far. Its writes go through the same validation and
+    watches as a client's but are not in the request log.
 
     Not emulated: authentication and authorization (every request is allowed), namespaces as
     objects (every namespace exists), finalizers and graceful deletion, ``dryRun``,
@@ -86,6 +103,10 @@ class KubeEmulator:
         history_size: int = 1000,
         bookmark_interval: float = 1.0,
         seed: object = 0,
+        lease_candidates: bool = True,
+        coordinated_election: bool = False,
+        election_window: float = ELECTION_WINDOW,
+        lease_candidate_gc_interval: float = GC_INTERVAL,
     ) -> None:
         """
         Args:
@@ -95,22 +116,40 @@ class KubeEmulator:
                 resourceVersions get 410 Expired (see also :meth:`compact`).
             bookmark_interval: seconds between BOOKMARK events on watches that allow them.
             seed: seeds every client's ``error_rate`` draws (with the client name).
+            lease_candidates: serve ``coordination.k8s.io/v1beta1`` LeaseCandidates (a cluster
+                with that API enabled); False is a cluster without it (404s, not in discovery).
+            coordinated_election: run kube-apiserver's coordinated leader election controller
+                and the LeaseCandidate garbage collector (the ``CoordinatedLeaderElection``
+                feature gate); needs ``lease_candidates``.
+            election_window: the controller's election window in seconds (kube-apiserver: 5),
+                also its requeue interval; shorten it for tests that run in real time.
+            lease_candidate_gc_interval: seconds between garbage collections of candidates not
+                renewed for 30 minutes (kube-apiserver: 30 min).
         """
         if bookmark_interval <= 0:
             raise ValueError("bookmark_interval must be positive")
+        if coordinated_election and not lease_candidates:
+            raise ValueError("coordinated_election needs lease_candidates (the v1beta1 API)")
         self._host = host
         self._port = port
         self._seed = seed
-        self._clock = ServerClock()
+        self._clock = ServerClock(on_change=self._clock_changed)
         self._store = Store(history_size)
         self._log = RequestLog()
+        registry = Registry(self._store, self._clock)
+        served = [rt for rt in RESOURCES if lease_candidates or rt is not LEASECANDIDATES]
         self._server = ApiServer(
-            self._store,
-            Registry(self._store, self._clock),
-            self._clock,
-            self._log,
-            bookmark_interval,
+            self._store, registry, self._clock, self._log, bookmark_interval, served
         )
+        self._controller: ElectionController | None = None
+        if coordinated_election:
+            self._controller = ElectionController(
+                self._store,
+                registry,
+                self._clock,
+                election_window=election_window,
+                gc_interval=lease_candidate_gc_interval,
+            )
         self._endpoints: dict[str, ClientEndpoint] = {}
         self._faults: dict[str, Faults] = {}
         self._clients: list[ApiClient] = []
@@ -129,6 +168,8 @@ class KubeEmulator:
         if self._started:
             raise RuntimeError("the emulator was already started")
         self._started = True
+        if self._controller is not None:
+            self._controller.start()
         await self.endpoint(DEFAULT_CLIENT, port=self._port)
 
     async def stop(self) -> None:
@@ -139,6 +180,8 @@ class KubeEmulator:
         if self._stopped:
             return
         self._stopped = True
+        if self._controller is not None:
+            await self._controller.stop()
         await asyncio.gather(*(ep.close() for ep in self._endpoints.values()))
         clients, self._clients = self._clients, []
         if clients:
@@ -238,8 +281,35 @@ class KubeEmulator:
 
     @property
     def clock(self) -> ServerClock:
-        """The server's wall clock (creation timestamps, the request log)."""
+        """The server's wall clock (creation timestamps, the request log, the controller)."""
         return self._clock
+
+    def _clock_changed(self) -> None:
+        if self._controller is not None:
+            self._controller.wake()
+
+    @property
+    def coordinated_election(self) -> bool:
+        """Whether the coordinated leader election controller runs."""
+        return self._controller is not None
+
+    async def wait_election_idle(self) -> None:
+        """Wait until the election controller has handled every change made so far and all
+        that is due at the current server time (pings, elections, garbage collection).
+
+        With the server clock pinned, the controller then does nothing more until the clock
+        moves or an object changes, so a test can step through an election::
+
+            emu.set_time(t0)
+            ...                                # candidates created, pings acknowledged
+            emu.advance(5)                     # the election window passes
+            await emu.wait_election_idle()
+            assert emu.get_object("leases", ns, "lock")["spec"]["holderIdentity"] == "a"
+        """
+        if self._controller is None:
+            raise RuntimeError("the emulator runs without coordinated_election")
+        self._check_running()
+        await self._controller.wait_idle()
 
     def set_time(self, moment: datetime) -> None:
         """Pin the server clock at ``moment``; it then moves only with :meth:`advance`."""
@@ -343,7 +413,8 @@ class KubeEmulator:
         return EmulatorStatistics(
             revision=self._store.revision,
             objects=self._store.count(),
-            watches=len(self._store.watchers),
+            # HTTP watches only: the election controller's own do not count.
+            watches=sum(len(ep.watchers) for ep in self._endpoints.values()),
             in_flight=sum(ep.in_flight for ep in self._endpoints.values()),
             endpoints=len(self._endpoints),
         )

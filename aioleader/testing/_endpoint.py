@@ -16,7 +16,7 @@ from typing import final
 
 from aiohttp import web
 
-from ._faults import Faults
+from ._connection_faults import Faults
 from ._store import Watcher
 
 __all__ = ["ClientEndpoint", "Dropped"]

@@ -3,7 +3,9 @@
 Each type carries what differs between them on the wire and in the registry strategy
 (``pkg/registry/.../strategy.go``): whether PUT may create (``AllowCreateOnUpdate``), whether PUT
 without a resourceVersion overwrites (``AllowUnconditionalUpdate``), the Go struct layout the
-body is decoded into, and the validation beyond object metadata.
+body is decoded into, how names are checked (LeaseCandidates: config keys, not DNS names), and
+the validation beyond object metadata, on create and on update (a LeaseCandidate's
+``spec.leaseName`` is immutable).
 """
 
 from __future__ import annotations
@@ -18,19 +20,29 @@ from ._decode import (
     INT32,
     INT64,
     MICRO_TIME,
+    OMITEMPTY_STRING,
     STRING,
     STRING_LIST,
     STRING_MAP,
     TIME,
     Struct,
 )
-from ._validation import FieldError, validate_lease_spec
+from ._validation import (
+    FieldError,
+    NameRule,
+    config_map_key,
+    name_is_dns_subdomain,
+    validate_lease_candidate_spec,
+    validate_lease_candidate_update,
+    validate_lease_spec,
+)
 
 __all__ = [
     "CONFIGMAPS",
     "ENDPOINTS",
     "EVENTS",
     "EVENTS_V1",
+    "LEASECANDIDATES",
     "LEASES",
     "RESOURCES",
     "ResourceType",
@@ -75,12 +87,40 @@ LEASE_SPEC = Struct(
 )
 
 
+LEASE_CANDIDATE_SPEC = Struct(
+    "LeaseCandidateSpec",
+    {
+        "leaseName": STRING,
+        "pingTime": MICRO_TIME,
+        "renewTime": MICRO_TIME,
+        "binaryVersion": STRING,
+        "emulationVersion": OMITEMPTY_STRING,
+        "strategy": STRING,
+    },
+    always=True,
+)
+
+
 def _no_spec_rules(obj: Mapping[str, Any]) -> list[FieldError]:
+    return []
+
+
+def _no_update_rules(obj: Mapping[str, Any], old: Mapping[str, Any]) -> list[FieldError]:
     return []
 
 
 def _lease_rules(obj: Mapping[str, Any]) -> list[FieldError]:
     return validate_lease_spec(obj.get("spec") or {})
+
+
+def _lease_candidate_rules(obj: Mapping[str, Any]) -> list[FieldError]:
+    return validate_lease_candidate_spec(obj.get("spec") or {})
+
+
+def _lease_candidate_update_rules(
+    obj: Mapping[str, Any], old: Mapping[str, Any]
+) -> list[FieldError]:
+    return validate_lease_candidate_update(obj.get("spec") or {}, old.get("spec") or {})
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,6 +135,11 @@ class ResourceType:
     allow_create_on_update: bool
     allow_unconditional_update: bool
     validate_spec: Callable[[Mapping[str, Any]], list[FieldError]] = _no_spec_rules
+    # Rules that compare an update with the stored object (after validate_spec).
+    validate_update: Callable[[Mapping[str, Any], Mapping[str, Any]], list[FieldError]] = (
+        _no_update_rules
+    )
+    name_rule: NameRule = name_is_dns_subdomain
 
     @property
     def api_version(self) -> str:
@@ -132,6 +177,19 @@ LEASES = ResourceType(
     allow_create_on_update=True,
     allow_unconditional_update=False,
     validate_spec=_lease_rules,
+)
+# coordination.k8s.io/v1beta1 (CoordinatedLeaderElection): the same rules as Leases for PUT.
+LEASECANDIDATES = ResourceType(
+    group="coordination.k8s.io",
+    version="v1beta1",
+    plural="leasecandidates",
+    kind="LeaseCandidate",
+    body=Struct("LeaseCandidate", {"metadata": OBJECT_META, "spec": LEASE_CANDIDATE_SPEC}),
+    allow_create_on_update=True,
+    allow_unconditional_update=False,
+    validate_spec=_lease_candidate_rules,
+    validate_update=_lease_candidate_update_rules,
+    name_rule=config_map_key,
 )
 CONFIGMAPS = ResourceType(
     group="",
@@ -189,10 +247,26 @@ EVENTS_V1 = ResourceType(
     allow_unconditional_update=True,
 )
 
-RESOURCES: tuple[ResourceType, ...] = (LEASES, CONFIGMAPS, ENDPOINTS, EVENTS, EVENTS_V1)
+RESOURCES: tuple[ResourceType, ...] = (
+    LEASES,
+    LEASECANDIDATES,
+    CONFIGMAPS,
+    ENDPOINTS,
+    EVENTS,
+    EVENTS_V1,
+)
 
 _BY_NAME: dict[str, ResourceType] = {rt.qualified: rt for rt in RESOURCES}
-_BY_NAME.update({"leases": LEASES, "lease": LEASES, "configmap": CONFIGMAPS, "endpoint": ENDPOINTS})
+_BY_NAME.update(
+    {
+        "leases": LEASES,
+        "lease": LEASES,
+        "leasecandidates": LEASECANDIDATES,
+        "leasecandidate": LEASECANDIDATES,
+        "configmap": CONFIGMAPS,
+        "endpoint": ENDPOINTS,
+    }
+)
 
 
 def resource_type(name: str | ResourceType) -> ResourceType:

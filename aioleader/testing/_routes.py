@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +12,8 @@ from ._status import ApiError
 
 __all__ = ["GIT_VERSION", "Operation", "resolve"]
 
-GIT_VERSION = "v1.31.0-aioleader-emulator"
+# The release whose behaviour the emulator follows (fidelity tests ran against v1.36.2).
+GIT_VERSION = "v1.36.2-aioleader-emulator"
 
 _VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 _SHORT_NAMES = {"configmaps": ["cm"], "endpoints": ["ep"], "events": ["ev"]}
@@ -30,7 +31,7 @@ class Operation:
     error: ApiError | None = field(default=None, compare=False)
 
 
-def _resource_list(group: str, version: str) -> dict[str, Any]:
+def _resource_list(served: Collection[ResourceType], group: str, version: str) -> dict[str, Any]:
     resources = [
         {
             "name": rt.plural,
@@ -40,7 +41,7 @@ def _resource_list(group: str, version: str) -> dict[str, Any]:
             "verbs": _VERBS,
             **({"shortNames": _SHORT_NAMES[rt.plural]} if rt.plural in _SHORT_NAMES else {}),
         }
-        for rt in RESOURCES
+        for rt in served
         if (rt.group, rt.version) == (group, version)
     ]
     group_version = f"{group}/{version}" if group else version
@@ -52,23 +53,33 @@ def _resource_list(group: str, version: str) -> dict[str, Any]:
     }
 
 
-def _api_groups() -> dict[str, Any]:
-    groups = []
-    for group in dict.fromkeys(rt.group for rt in RESOURCES if rt.group):
-        version = {"groupVersion": f"{group}/v1", "version": "v1"}
-        groups.append({"name": group, "versions": [version], "preferredVersion": version})
+def _api_group(served: Collection[ResourceType], group: str) -> dict[str, Any]:
+    """An ``APIGroup``: its versions, stable first, and ``v1`` preferred when served."""
+    versions = sorted(
+        {rt.version for rt in served if rt.group == group}, key=lambda v: (v != "v1", v)
+    )
+    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": entries, "preferredVersion": entries[0]}
+
+
+def _api_groups(served: Collection[ResourceType]) -> dict[str, Any]:
+    groups = [_api_group(served, g) for g in dict.fromkeys(rt.group for rt in served if rt.group)]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
 def _version() -> dict[str, Any]:
     return {
         "major": "1",
-        "minor": "31",
+        "minor": "36",
+        "emulationMajor": "1",
+        "emulationMinor": "36",
+        "minCompatibilityMajor": "1",
+        "minCompatibilityMinor": "35",
         "gitVersion": GIT_VERSION,
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
-        "buildDate": "2024-08-13T00:00:00Z",
-        "goVersion": "go1.22.5",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.25.5",
         "compiler": "gc",
         "platform": "linux/amd64",
     }
@@ -89,7 +100,9 @@ def _namespace(name: str) -> dict[str, Any]:
     }
 
 
-def _discovery(method: str, parts: list[str], server_address: str) -> Operation | None:
+def _discovery(
+    method: str, parts: list[str], server_address: str, served: Collection[ResourceType]
+) -> Operation | None:
     document: Mapping[str, Any] | str | None = None
     if parts == ["api"]:
         document = {
@@ -100,13 +113,15 @@ def _discovery(method: str, parts: list[str], server_address: str) -> Operation 
             ],
         }
     elif parts == ["apis"]:
-        document = _api_groups()
+        document = _api_groups(served)
+    elif len(parts) == 2 and parts[0] == "apis" and any(rt.group == parts[1] for rt in served):
+        document = {"kind": "APIGroup", "apiVersion": "v1", **_api_group(served, parts[1])}
     elif parts == ["version"]:
         document = _version()
     elif parts in (["healthz"], ["livez"], ["readyz"]):
         document = "ok"
     elif parts == ["api", "v1"]:
-        document = _resource_list("", "v1")
+        document = _resource_list(served, "", "v1")
         # Namespaces are not emulated as objects (every namespace exists), but clients such as
         # kopf look for them in discovery and list them: a read-only, well-known set.
         document["resources"].append(
@@ -131,9 +146,9 @@ def _discovery(method: str, parts: list[str], server_address: str) -> Operation 
     elif (
         len(parts) == 3
         and parts[0] == "apis"
-        and any((rt.group, rt.version) == (parts[1], parts[2]) for rt in RESOURCES)
+        and any((rt.group, rt.version) == (parts[1], parts[2]) for rt in served)
     ):
-        document = _resource_list(parts[1], parts[2])
+        document = _resource_list(served, parts[1], parts[2])
     if document is None:
         return None
     if method != "GET":
@@ -141,10 +156,19 @@ def _discovery(method: str, parts: list[str], server_address: str) -> Operation 
     return Operation("get", document=document)
 
 
-def resolve(method: str, path: str, query: Mapping[str, str], server_address: str) -> Operation:
-    """Map a request to an :class:`Operation` (with ``error`` set if it cannot be served)."""
+def resolve(
+    method: str,
+    path: str,
+    query: Mapping[str, str],
+    server_address: str,
+    served: Collection[ResourceType] = RESOURCES,
+) -> Operation:
+    """Map a request to an :class:`Operation` (with ``error`` set if it cannot be served).
+
+    ``served`` are the resource types this server has enabled (discovery lists only those).
+    """
     parts = [p for p in path.split("/") if p]
-    discovery = _discovery(method, parts, server_address)
+    discovery = _discovery(method, parts, server_address, served)
     if discovery is not None:
         return discovery
     # /api/v1/…  or  /apis/{group}/{version}/…
@@ -161,6 +185,8 @@ def resolve(method: str, path: str, query: Mapping[str, str], server_address: st
     if len(rest) >= 3 and rest[0] == "namespaces":
         namespace, rest = rest[1], rest[2:]
     rt = by_path(group, version, rest[0]) if rest else None
+    if rt not in served:
+        rt = None
     if rt is None or len(rest) > 2:
         return Operation(method.lower(), error=ApiError.path_not_found())
     name = rest[1] if len(rest) == 2 else ""

@@ -11,21 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from ._api import Registry
-from ._clock import ServerClock
+from ._connection_faults import Faults
 from ._decode import DecodeError, go_json_loads
 from ._endpoint import ClientEndpoint, Dropped
-from ._faults import Faults
-from ._log import RequestLog, RequestRecord
+from ._registry import Registry
+from ._request_log import RequestLog, RequestRecord
 from ._resources import ResourceType
 from ._routes import Operation, resolve
 from ._selectors import Predicate, parse_bool, parse_int, selector_predicate
+from ._server_clock import ServerClock
 from ._status import ApiError
 from ._store import Store, Watcher
 
@@ -80,7 +80,9 @@ class ApiServer:
         clock: ServerClock,
         log: RequestLog,
         bookmark_interval: float,
+        served: Collection[ResourceType],
     ) -> None:
+        self.served = frozenset(served)
         self.store = store
         self.registry = registry
         self.clock = clock
@@ -91,7 +93,7 @@ class ApiServer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         wall = self.clock.now()
-        op = resolve(request.method, request.path, request.query, request.host)
+        op = resolve(request.method, request.path, request.query, request.host, self.served)
 
         def record(outcome: _Outcome) -> None:
             self.log.append(

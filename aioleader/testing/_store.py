@@ -51,11 +51,14 @@ class Watcher:
     ADDED or DELETED, as the apiserver's watch cache does.
     """
 
-    def __init__(self, rt: ResourceType, predicate: Predicate) -> None:
+    def __init__(
+        self, rt: ResourceType, predicate: Predicate, wakeup: asyncio.Event | None = None
+    ) -> None:
         self.rt = rt
         self.predicate = predicate
         self.pending: deque[tuple[str, Mapping[str, Any]]] = deque()
-        self.wakeup = asyncio.Event()
+        # Several watchers may share one event (the election controller follows two types).
+        self.wakeup = wakeup if wakeup is not None else asyncio.Event()
 
     def offer(self, change: Change) -> None:
         matched = change.previous is not None and self.predicate(change.previous)
@@ -148,7 +151,13 @@ class Store:
 
     # -- watches ----------------------------------------------------------------------------
 
-    def watch(self, rt: ResourceType, predicate: Predicate, since: int | None) -> Watcher:
+    def watch(
+        self,
+        rt: ResourceType,
+        predicate: Predicate,
+        since: int | None,
+        wakeup: asyncio.Event | None = None,
+    ) -> Watcher:
         """Register a watcher, primed with what it must see first.
 
         ``since`` None (or 0): a synthetic ADDED for every matching object. Otherwise every kept
@@ -156,10 +165,12 @@ class Store:
         caller must :meth:`unwatch` it.
         """
         collection = self._collections[rt]
-        watcher = Watcher(rt, predicate)
+        watcher = Watcher(rt, predicate, wakeup)
         if not since:
             for obj in self.list(rt, predicate):
                 watcher.pending.append(("ADDED", obj))
+            if watcher.pending:
+                watcher.wakeup.set()
         elif since < collection.compacted:
             raise ApiError.expired(f"too old resource version: {since} ({collection.compacted})")
         elif since > self.revision:

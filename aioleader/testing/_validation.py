@@ -1,30 +1,30 @@
 """Field validation with kube-apiserver's wording (apimachinery ``util/validation/field``).
 
-Only what the emulated resources need: object names and namespaces, and the Lease spec rules of
-``pkg/apis/coordination/validation``. Messages are rendered exactly as Go renders them, because
+Only what the emulated resources need: object names and namespaces, and the Lease and
+LeaseCandidate rules of ``pkg/apis/coordination/validation``. Messages are rendered exactly as Go renders them, because
 clients (and our fidelity tests) compare them as text.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import _semver as semver
+
 __all__ = [
     "FieldError",
-    "GoRepr",
+    "NameRule",
+    "config_map_key",
+    "dns1123_subdomain",
+    "name_is_dns_subdomain",
+    "validate_lease_candidate_spec",
+    "validate_lease_candidate_update",
     "validate_lease_spec",
     "validate_object_meta",
 ]
-
-
-@dataclass(frozen=True)
-class GoRepr:
-    """A bad value that Go prints verbatim (``0x0`` for a ``uint64`` under ``%#v``)."""
-
-    text: str
 
 
 # Go's field.ErrorType: (text shown in messages, StatusCause reason).
@@ -68,9 +68,7 @@ class FieldError:
         text = _TYPES[self.type][0]
         if self.type in ("invalid", "not_supported"):
             value = self.value
-            if isinstance(value, GoRepr):
-                shown = value.text
-            elif isinstance(value, str):
+            if isinstance(value, str):
                 shown = go_quote(value)
             elif isinstance(value, bool):
                 shown = "true" if value else "false"
@@ -114,7 +112,7 @@ _LABEL_MESSAGE = (
 )
 
 
-def _dns1123_subdomain(value: str) -> list[str]:
+def dns1123_subdomain(value: str) -> list[str]:
     problems = []
     if len(value) > 253:
         problems.append("must be no more than 253 characters")
@@ -132,21 +130,53 @@ def _dns1123_label(value: str) -> list[str]:
     return problems
 
 
-def validate_object_meta(meta: Mapping[str, Any]) -> list[FieldError]:
-    """``ValidateObjectMeta`` with ``NameIsDNSSubdomain`` for a namespaced object."""
+#: A ``ValidateNameFunc``: the problems with a name (or, with ``prefix``, a generateName).
+NameRule = Callable[[str, bool], list[str]]
+
+
+def name_is_dns_subdomain(value: str, prefix: bool) -> list[str]:
+    """``NameIsDNSSubdomain``: a generateName may end in '-', which Go masks first
+    (``maskTrailingDash``, which really does drop two characters)."""
+    if prefix and len(value) > 1 and value.endswith("-"):
+        value = value[:-2] + "a"
+    return dns1123_subdomain(value)
+
+
+_CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_CONFIG_MAP_KEY_MESSAGE = (
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. "
+    "'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+)
+
+
+def config_map_key(value: str, prefix: bool = False) -> list[str]:
+    """``IsConfigMapKey`` (LeaseCandidate names: mixed case and '_' allowed; no masking)."""
+    problems = []
+    if len(value) > 253:
+        problems.append("must be no more than 253 characters")
+    if not _CONFIG_MAP_KEY.fullmatch(value):
+        problems.append(_CONFIG_MAP_KEY_MESSAGE)
+    if value == ".":
+        problems.append("must not be '.'")
+    elif value == "..":
+        problems.append("must not be '..'")
+    elif value.startswith(".."):
+        problems.append("must not start with '..'")
+    return problems
+
+
+def validate_object_meta(
+    meta: Mapping[str, Any], name_rule: NameRule = name_is_dns_subdomain
+) -> list[FieldError]:
+    """``ValidateObjectMeta`` for a namespaced object, its name checked by ``name_rule``."""
     errors: list[FieldError] = []
     generate_name = meta.get("generateName") or ""
     name = meta.get("name") or ""
     namespace = meta.get("namespace") or ""
     if generate_name:
-        # A prefix may end in '-': Go masks it before validating (maskTrailingDash, which
-        # really does drop two characters).
-        masked = generate_name
-        if len(masked) > 1 and masked.endswith("-"):
-            masked = masked[:-2] + "a"
         errors += [
             FieldError("invalid", "metadata.generateName", generate_name, problem)
-            for problem in _dns1123_subdomain(masked)
+            for problem in name_rule(generate_name, True)
         ]
     if not name:
         errors.append(
@@ -155,7 +185,7 @@ def validate_object_meta(meta: Mapping[str, Any]) -> list[FieldError]:
     else:
         errors += [
             FieldError("invalid", "metadata.name", name, problem)
-            for problem in _dns1123_subdomain(name)
+            for problem in name_rule(name, False)
         ]
     if not namespace:
         errors.append(FieldError("required", "metadata.namespace"))
@@ -194,7 +224,7 @@ def _qualified_name(value: str) -> list[str]:
         if not prefix:
             problems.append("prefix part must be non-empty")
         else:
-            problems += [f"prefix part {p}" for p in _dns1123_subdomain(prefix)]
+            problems += [f"prefix part {p}" for p in dns1123_subdomain(prefix)]
     if not name:
         problems.append("name part must be non-empty")
     elif len(name) > 63:
@@ -249,3 +279,76 @@ def validate_lease_spec(spec: Mapping[str, Any]) -> list[FieldError]:
             )
         )
     return errors
+
+
+# -- LeaseCandidate (coordination.k8s.io/v1beta1) -----------------------------------------------
+
+
+def _semantic_version(spec: Mapping[str, Any], key: str) -> tuple[semver.Version, bool]:
+    """``semver.Parse`` of a version field: (version or zero, whether it parsed)."""
+    try:
+        return semver.parse(spec.get(key) or ""), True
+    except ValueError:
+        return semver.ZERO, False
+
+
+def validate_lease_candidate_spec(spec: Mapping[str, Any]) -> list[FieldError]:
+    """``ValidateLeaseCandidateSpec``.
+
+    ``leaseName``, ``binaryVersion`` and ``strategy`` are required; versions are strict
+    semantic versions (``1.36.2``, not ``1.36`` or ``v1.36.2``), the binary version no older
+    than the emulation version, which ``OldestEmulationVersion`` requires. A version that does
+    not parse counts as ``0.0.0`` in the later rules, as in Go.
+    """
+    errors: list[FieldError] = []
+    if not spec.get("leaseName"):
+        errors.append(FieldError("required", "spec.leaseName"))
+    emulation = spec.get("emulationVersion") or ""
+    binary = spec.get("binaryVersion") or ""
+    ev, ev_ok = _semantic_version(spec, "emulationVersion")
+    if emulation and not ev_ok:
+        errors.append(
+            FieldError(
+                "invalid", "spec.emulationVersion", emulation, "must be a valid semantic version"
+            )
+        )
+    bv, bv_ok = _semantic_version(spec, "binaryVersion")
+    if not binary:
+        errors.append(FieldError("required", "spec.binaryVersion"))
+    elif not bv_ok:
+        errors.append(
+            FieldError("invalid", "spec.binaryVersion", binary, "must be a valid semantic version")
+        )
+    if binary and emulation and bv.compare(ev) < 0:
+        errors.append(
+            FieldError(
+                "invalid",
+                "spec.binaryVersion",
+                binary,
+                "must be greater than or equal to `emulationVersion`",
+            )
+        )
+    strategy = spec.get("strategy") or ""
+    if not strategy:
+        errors.append(FieldError("required", "spec.strategy"))
+    else:
+        if strategy == "OldestEmulationVersion" and ev.compare(semver.ZERO) == 0:
+            errors.append(
+                FieldError(
+                    "required",
+                    "spec.emulationVersion",
+                    detail="must be specified when `strategy` is 'OldestEmulationVersion'",
+                )
+            )
+        errors += _validate_strategy(strategy)
+    return errors
+
+
+def validate_lease_candidate_update(
+    spec: Mapping[str, Any], old_spec: Mapping[str, Any]
+) -> list[FieldError]:
+    """``ValidateLeaseCandidateSpecUpdate``: ``leaseName`` is immutable."""
+    name = spec.get("leaseName") or ""
+    if name != (old_spec.get("leaseName") or ""):
+        return [FieldError("invalid", "spec.leaseName", name, "field is immutable")]
+    return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import final
 
@@ -15,11 +16,18 @@ class ServerClock:
     It follows the real clock until :meth:`set` pins it; from then on it moves only with
     :meth:`advance`, so tests can assert exact ``creationTimestamp`` values. :meth:`reset`
     returns it to real time. The server's clock matters to what it writes (creation timestamps,
-    the request log); leader election itself never trusts it.
+    the request log) and to the emulated election controller (ping windows, Lease expiry,
+    LeaseCandidate garbage collection); leader election itself never trusts it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_change: Callable[[], None] | None = None) -> None:
+        """
+        Args:
+            on_change: called after every :meth:`set`, :meth:`advance` and :meth:`reset`
+                (the emulator's election controller re-evaluates what is due).
+        """
         self._pinned: datetime | None = None
+        self._on_change = on_change
 
     def now(self) -> datetime:
         """The current server time (aware, UTC)."""
@@ -30,14 +38,21 @@ class ServerClock:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
         self._pinned = moment.astimezone(timezone.utc)
+        self._changed()
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward (pinning it at real time + ``seconds`` if it was not pinned)."""
         self._pinned = self.now() + timedelta(seconds=seconds)
+        self._changed()
 
     def reset(self) -> None:
         """Follow the real clock again."""
         self._pinned = None
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     @property
     def pinned(self) -> bool:

@@ -22,14 +22,14 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ._clock import ServerClock
 from ._decode import DecodeError, format_time, go_json_loads, json_kind, summarize
 from ._patch import PatchError, json_patch, merge_patch
 from ._resources import ResourceType
 from ._selectors import Predicate
+from ._server_clock import ServerClock
 from ._status import ApiError, status_object
 from ._store import Store
-from ._validation import FieldError, GoRepr, validate_object_meta
+from ._validation import FieldError, validate_object_meta
 
 __all__ = ["Registry"]
 
@@ -142,8 +142,16 @@ class Registry:
             )
         meta["namespace"] = namespace
 
-    def _validate(self, rt: ResourceType, obj: Mapping[str, Any], name: str) -> None:
-        errors = validate_object_meta(obj["metadata"]) + rt.validate_spec(obj)
+    def _validate(
+        self,
+        rt: ResourceType,
+        obj: Mapping[str, Any],
+        name: str,
+        old: Mapping[str, Any] | None = None,
+    ) -> None:
+        errors = validate_object_meta(obj["metadata"], rt.name_rule) + rt.validate_spec(obj)
+        if old is not None:
+            errors += rt.validate_update(obj, old)
         if errors:
             raise ApiError.invalid(rt, name, errors)
 
@@ -271,7 +279,7 @@ class Registry:
                     FieldError(
                         "invalid",
                         "metadata.resourceVersion",
-                        GoRepr("0x0"),
+                        0,
                         "must be specified for an update",
                     )
                 ],
@@ -286,7 +294,7 @@ class Registry:
         for kept in _KEPT_ON_UPDATE:
             if kept in old_meta:
                 meta[kept] = old_meta[kept]
-        self._validate(rt, obj, name)
+        self._validate(rt, obj, name, existing)
         return self.store.put(rt, _canonical(obj)), False
 
     def patch(

@@ -31,6 +31,7 @@ __all__ = [
     "HolderChange",
     "LockView",
     "TokenFloors",
+    "handover_requested",
     "record_for_new_term",
     "released_record",
     "renewal_record",
@@ -68,9 +69,12 @@ class LockView:
     duration — is waited out from the moment we saw the lock missing.
     """
 
-    def __init__(self, identity: str, timing: Timing) -> None:
+    def __init__(self, identity: str, timing: Timing, *, coordinated: bool = False) -> None:
         self.identity = identity
         self.timing = timing
+        #: Coordinated leader election: the apiserver's election controller (or
+        #: ``aioleader coordinate``) assigns the holder; a candidate never takes the lock itself.
+        self.coordinated = coordinated
         #: The last record read (kept after a deletion: its duration bounds the wait).
         self.record: LeaderElectionRecord | None = None
         #: Local (monotonic) time of the last change.
@@ -142,9 +146,15 @@ class LockView:
         term (``own_token``, re-taken at once as client-go does). A record naming our identity
         with another transition count belongs to another process using our identity (a
         force-deleted StatefulSet pod's replacement): it is waited out like anyone's."""
+        record = self.record
+        if self.coordinated:
+            # Only when the controller has named us (or the lease still names us): then the
+            # first write of our term takes it with a new transition count.
+            return (
+                not self.deleted and record is not None and record.holder_identity == self.identity
+            )
         if self.deleted:
             return now + _SLACK >= self.expires_at()
-        record = self.record
         if record is None:
             return True
         holder = record.holder_identity
@@ -171,8 +181,12 @@ class LockView:
         return self._held_until
 
     def take_at(self, now: float, own_token: int | None) -> float:
-        """When the lock may be taken, by what we observed: now, or when the lease expires."""
-        return now if self.may_take(now, own_token) else self.expires_at()
+        """When the lock may be taken, by what we observed: now, or when the lease expires (in a
+        coordinated election: not until the controller names us, which only an observation can
+        tell)."""
+        if self.may_take(now, own_token):
+            return now
+        return math.inf if self.coordinated else self.expires_at()
 
     def next_attempt(self, now: float, own_token: int | None) -> float:
         """When the next acquisition attempt makes sense: as soon as the lock may be taken, never
@@ -201,6 +215,16 @@ def record_for_new_term(
     if previous is not None:
         transitions = max(transitions, previous.leader_transitions + 1)
     base = previous if previous is not None else LeaderElectionRecord()
+    if view.coordinated:
+        # The controller's strategy stays; so does a preferred holder it has already named (the
+        # term then hands over at its first renewal).
+        return base.with_changes(
+            holder_identity=view.identity,
+            lease_duration_seconds=view.timing.lease_duration_seconds,
+            renew_time=wall_now,
+            acquire_time=wall_now,
+            leader_transitions=max(transitions, 0),
+        )
     return base.with_changes(
         strategy=None,
         preferred_holder=None,
@@ -228,6 +252,14 @@ def released_record(fresh: LeaderElectionRecord, wall_now: datetime) -> LeaderEl
         acquire_time=wall_now,
         renew_time=wall_now,
     )
+
+
+def handover_requested(record: LeaderElectionRecord, identity: str) -> bool:
+    """The lock names a preferred holder other than us (KEP-4355's "end of term"): a better
+    candidate exists, and the leader should hand over. client-go stops renewing and lets the lease
+    expire; aioleader releases at once."""
+    preferred = record.preferred_holder
+    return bool(preferred) and preferred != identity and record.holder_identity == identity
 
 
 def still_ours(record: LeaderElectionRecord, identity: str, token: int) -> bool:

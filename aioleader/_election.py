@@ -100,7 +100,7 @@ class _Election:
         self._identity = lock.identity
         self._description = lock.describe()
         self.counters = Counters()
-        self.view = LockView(self._identity, self.timing)
+        self.view = LockView(self._identity, self.timing, coordinated=config.candidate is not None)
         self.leadership: Leadership = Leadership._create(self)
         self._log_extra = {"lock": self._description, "identity": self._identity}
         self._span_attributes = {
@@ -124,6 +124,7 @@ class _Election:
             metrics=config.metrics,
             observe=self._observe,
             end_term=self._end_term,
+            hand_over=self._hand_over,
             span_attributes=self._span_attributes,
             log_extra=self._log_extra,
         )
@@ -167,6 +168,9 @@ class _Election:
                 self._tg = tg
                 tg.start_soon(self._notifier, receive)
                 try:
+                    if self.config.candidate is not None:
+                        # The candidacy exists before anyone can be told we campaign.
+                        await tg.start(self.config.candidate.keep, self.lock)
                     task_status.started(self.leadership)
                     await self._campaign()
                 except AioleaderError as exc:
@@ -238,17 +242,21 @@ class _Election:
             await self.keeper.keep(term)
             return
         if term.active:
-            t = self.timing
-            rest = (1 + t.jitter) * t.retry_period + t.retry_period
-            logger.info(
-                "%s: %s rotates leadership after a %gs term",
-                self._description,
-                self._identity,
-                max_term,
-                extra=self._log_extra,
-            )
-            self.view.hold(anyio.current_time() + rest)
-            self._end_term(term, STEPPED_DOWN)
+            self._hand_over(term, f"rotation after a {max_term:g}s term")
+
+    def _hand_over(self, term: Term, why: str) -> None:
+        """End ``term`` on purpose so that another candidate leads: released once its work has
+        finished, and this candidate stays out long enough for a polling follower to take over,
+        ``(1 + jitter) × RP + RP``."""
+        if not term.active:
+            return
+        t = self.timing
+        logger.info(
+            "%s: %s hands over (%s)", self._description, self._identity, why, extra=self._log_extra
+        )
+        rest = (1 + t.jitter) * t.retry_period + t.retry_period
+        self.view.hold(max(self.view.held_until, anyio.current_time() + rest))
+        self._end_term(term, STEPPED_DOWN)
 
     # -- step down, pause, readiness -----------------------------------------------------------------
 

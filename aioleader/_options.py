@@ -11,7 +11,9 @@ import inspect
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
+
+from anyio.abc import TaskStatus
 
 from ._lock import Lock
 from ._metrics import ElectionMetrics
@@ -20,7 +22,7 @@ from ._timing import Timing
 if TYPE_CHECKING:
     from ._leadership import Term
 
-__all__ = ["ElectionConfig", "ElectionOptions"]
+__all__ = ["Candidacy", "ElectionConfig", "ElectionOptions"]
 
 StartedCallback = (
     Callable[["Term"], Awaitable[object] | object] | Callable[[], Awaitable[object] | object]
@@ -28,6 +30,21 @@ StartedCallback = (
 StoppedCallback = StartedCallback
 NewLeaderCallback = Callable[[str], Awaitable[object] | object]
 ReadySignal = Callable[[], bool | Awaitable[bool]]
+
+
+@runtime_checkable
+class Candidacy(Protocol):
+    """A candidacy in a *coordinated* election (KEP-4355), e.g.
+    :class:`aioleader.kubernetes.LeaseCandidate`: an object that announces this candidate to an
+    election controller, which then names the lock's holder.
+
+    :meth:`keep` runs for as long as the election does: it publishes the candidate, signals
+    ``task_status.started()`` once it exists, keeps it fresh (acknowledging the controller's
+    pings), and withdraws it when cancelled. A fatal error (e.g. no such API on the cluster)
+    raises :class:`~aioleader.ElectionError`, which ends the election.
+    """
+
+    async def keep(self, lock: Lock, *, task_status: TaskStatus[None]) -> None: ...
 
 
 class ElectionOptions(TypedDict, total=False):
@@ -58,6 +75,12 @@ class ElectionOptions(TypedDict, total=False):
             (or an awaitable of one), asked before the first attempt and every retry period. A
             leader that stops being ready steps down; a candidate that is not ready does not
             campaign. An exception counts as "not ready" (and is logged).
+        candidate: make the election *coordinated* (KEP-4355): the candidacy (e.g. a
+            :class:`~aioleader.kubernetes.LeaseCandidate`) is published while the election runs,
+            and the elector never takes the lock itself: it leads when the election controller
+            names it, then renews as usual (deadline, bounded requests, a fencing token that
+            strictly increases). A leader whose lock names another ``preferredHolder`` hands
+            over at once (client-go lets its lease expire).
     """
 
     timing: Timing | None
@@ -71,6 +94,7 @@ class ElectionOptions(TypedDict, total=False):
     watch: bool
     max_term: float | None
     ready: ReadySignal | None
+    candidate: Candidacy | None
 
 
 _OPTION_NAMES = frozenset(ElectionOptions.__annotations__)
@@ -92,6 +116,7 @@ class ElectionConfig:
     watch: bool
     max_term: float | None
     ready: ReadySignal | None
+    candidate: Candidacy | None
 
     @classmethod
     def build(cls, lock: Lock, options: ElectionOptions | dict[str, Any]) -> ElectionConfig:
@@ -125,6 +150,12 @@ class ElectionConfig:
             value = options.get(callback)
             if value is not None and not callable(value):
                 raise TypeError(f"{callback} must be callable, got {type(value).__name__}")
+        candidate = options.get("candidate")
+        if candidate is not None and not isinstance(candidate, Candidacy):
+            raise TypeError(
+                f"candidate must be a candidacy such as aioleader.kubernetes.LeaseCandidate, "
+                f"got {type(candidate).__name__}"
+            )
         name = options.get("name")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -142,6 +173,7 @@ class ElectionConfig:
             watch=options.get("watch", True),
             max_term=max_term,
             ready=options.get("ready"),
+            candidate=candidate,
         )
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import anyio
 
-from ._decisions import released_record, renewal_record, still_ours
+from ._decisions import handover_requested, released_record, renewal_record, still_ours
 from ._exceptions import LockConflict, LockError
 from ._leadership import Term
 from ._lock import Observed
@@ -54,6 +54,7 @@ class TermKeeper:
         metrics: ElectionMetrics | None,
         observe: Callable[[Observed | None], None],
         end_term: Callable[[Term, str], None],
+        hand_over: Callable[[Term, str], None],
         span_attributes: dict[str, str],
         log_extra: dict[str, str],
     ) -> None:
@@ -65,6 +66,7 @@ class TermKeeper:
         self.metrics = metrics
         self.observe = observe
         self.end_term = end_term
+        self.hand_over = hand_over
         self.span_attributes = span_attributes
         self.log_extra = log_extra
         #: Our own last write as leader, the template of the next renewal.
@@ -133,6 +135,9 @@ class TermKeeper:
                 return False  # deleted: whoever creates it next is the holder, not us
             if not still_ours(fresh.record, self.identity, term.fencing_token):
                 return False
+            if handover_requested(fresh.record, self.identity):
+                self.hand_over(term, f"{fresh.record.preferred_holder} is the preferred holder")
+                return False
             # Still ours, e.g. our previous write was applied but its reply was lost.
             record = renewal_record(self.own_record, datetime.now(timezone.utc))
             observed, stamp = await self.io.update(record, term.deadline)
@@ -182,6 +187,9 @@ class TermKeeper:
         self.observe(fresh)
         if fresh is None or not still_ours(fresh.record, self.identity, term.fencing_token):
             self.end_term(term, "lost")
+            return False
+        if handover_requested(fresh.record, self.identity):
+            self.hand_over(term, f"{fresh.record.preferred_holder} is the preferred holder")
             return False
         return True
 

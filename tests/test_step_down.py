@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from aioleader import Timing, elect
+from aioleader import LeaderElectionRecord, Timing, elect
 from aioleader.locks import MemoryLock
 from aioleader.testing import TermLog, lead_forever
 
@@ -206,3 +206,89 @@ async def test_a_failing_readiness_check_counts_as_not_ready() -> None:
     async with elect(MemoryLock("a"), ready=check) as la:
         await la.wait_term()
         assert now() - t0 == 4  # calls at 0 and 2 failed, 4 said ready
+
+
+# -- coordinated election and preferredHolder ----------------------------------------------------------
+
+
+class Candidacy:
+    """A stand-in candidacy: the election controller is played by the test (``MemoryLock.put``)."""
+
+    def __init__(self) -> None:
+        self.kept = False
+        self.withdrawn = False
+
+    async def keep(self, lock: Any, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        self.kept = True
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self.withdrawn = True
+
+
+def assigned(holder: str, transitions: int, preferred: str | None = None) -> LeaderElectionRecord:
+    return LeaderElectionRecord(
+        holder_identity=holder,
+        lease_duration_seconds=15,
+        leader_transitions=transitions,
+        strategy="OldestEmulationVersion",
+        preferred_holder=preferred,
+    )
+
+
+async def test_a_coordinated_candidate_leads_only_when_the_controller_names_it() -> None:
+    a = MemoryLock("a")
+    candidacy = Candidacy()
+    t0 = now()
+    async with elect(a, candidate=candidacy, rng=Jitter(0)) as la:
+        assert candidacy.kept
+        await anyio.sleep(30)
+        assert not la.is_leader_nowait()
+        assert a.peek() is None  # it never creates the lock itself
+        a.put(assigned("", 4))
+        await anyio.sleep(30)
+        assert not la.is_leader_nowait()  # nor takes a free one
+        a.put(assigned("a", 4))  # t = 60: the controller assigns the lease to "a"
+        term = await la.wait_term()
+        assert now() - t0 == 60  # watching: at once
+        assert term.fencing_token == 5  # the controller does not count; the candidate does
+        record = a.peek()
+        assert record is not None
+        assert (record.holder_identity, record.strategy) == ("a", "OldestEmulationVersion")
+    assert candidacy.withdrawn
+
+
+@pytest.mark.parametrize("coordinated", [True, False])
+async def test_a_preferred_holder_gets_the_lease_at_once(coordinated: bool) -> None:
+    a = MemoryLock("a")
+    b = a.sibling("b")
+    log = TermLog()
+    t0 = now()
+    options: dict[str, Any] = {"rng": Jitter(0)}
+    if coordinated:
+        a.put(assigned("a", 0))
+    async with anyio.create_task_group() as tg:
+        await tg.start(
+            partial(lead_forever, a, log, candidate=Candidacy() if coordinated else None, **options)
+        )
+        await anyio.sleep(3)
+        # The controller names a better candidate; "b" is told so too (here: by the test).
+        record = a.peek()
+        assert record is not None
+        a.put(record.with_changes(preferred_holder="b"))
+        await anyio.sleep(1.5)  # a's renewal at 4 conflicts, reads, sees it, hands over
+        released = a.peek()
+        assert released is not None
+        assert released.holder_identity == ""
+        if coordinated:
+            a.put(assigned("b", released.leader_transitions))  # the controller assigns it
+        await tg.start(
+            partial(lead_forever, b, log, candidate=Candidacy() if coordinated else None, **options)
+        )
+        await anyio.sleep(10)
+        tg.cancel_scope.cancel()
+    ends = [(i.identity, i.start - t0, i.end - t0, i.end_reason) for i in log.intervals]
+    assert ends[0] == ("a", 0, 4, "stepped down")
+    assert ends[1][:2] == ("b", 4.5)  # b joins at 4.5 and leads at once
+    assert log.overlaps == []

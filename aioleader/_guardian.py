@@ -13,8 +13,10 @@ in nobody's care). Then the guardian
   or when the wrapper asks it to;
 * always sends the SIGKILL no later than ``deadline + margin``, where the wrapper passes
   ``margin = (LD - RD) / 2``: the earliest takeover by another replica is ``deadline + LD - RD``;
-* is a child subreaper (Linux), so descendants orphaned inside the group are reaped here, and
-  reports ``empty`` only when no live process is left in the group.
+* is a child subreaper (Linux): descendants whose parent exits are re-parented to it and reaped
+  here, and one that left the group (``setsid()``, a daemon's double fork) is found among its
+  children and stopped with the group, with its own group;
+* reports ``empty`` only when no live process is left in the group or among its children.
 
 Protocol, one line each way. From the wrapper, on stdin: ``deadline D`` (a later deadline on
 ``CLOCK_MONOTONIC``) and ``stop``. To the wrapper, on stdout: ``started PGID``, ``error MESSAGE``
@@ -39,7 +41,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Guard", "group_alive"]
+__all__ = ["Guard", "escaped", "group_alive"]
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -100,12 +102,13 @@ class Guard:
 # -- process groups ----------------------------------------------------------------------------
 
 
-def _live_member(pgid: int) -> bool:
-    """Whether /proc shows a process of the group that is not a zombie (True without /proc)."""
+def _processes() -> list[tuple[int, bytes, int, int]] | None:
+    """(pid, state, ppid, pgrp) of every process in /proc; None without /proc."""
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return True
+        return None
+    found = []
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -116,9 +119,13 @@ def _live_member(pgid: int) -> bool:
             continue  # gone meanwhile
         # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+        if len(fields) >= 3:
+            found.append((int(entry), fields[0], int(fields[1]), int(fields[2])))
+    return found
+
+
+def _live(state: bytes) -> bool:
+    return state not in (b"Z", b"X")
 
 
 def group_alive(pgid: int) -> bool:
@@ -130,7 +137,23 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True  # a member we may not signal (it changed its user) is still a member
-    return _live_member(pgid)
+    processes = _processes()
+    if processes is None:
+        return True
+    return any(pgrp == pgid and _live(state) for _, state, _, pgrp in processes)
+
+
+def escaped(pgid: int, parent: int) -> dict[int, int]:
+    """``{pid: pgid}`` of the live children of ``parent`` outside group ``pgid``.
+
+    The guardian is a child subreaper: a process that left the command's group (``setsid()``,
+    a daemon's double fork) is re-parented to it once its own parent exits, and shows up here.
+    """
+    return {
+        pid: pgrp
+        for pid, state, ppid, pgrp in _processes() or []
+        if ppid == parent and pgrp != pgid and _live(state)
+    }
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -171,6 +194,7 @@ class _Guardian:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.gone: str | None = None
+        self.terminated: set[int] = set()
 
     def report(self, line: str) -> None:
         with contextlib.suppress(OSError):  # a dead wrapper reads nothing
@@ -266,6 +290,25 @@ class _Guardian:
         _signal_group(self.pgid, signal.SIGTERM)
         _signal_group(self.pgid, signal.SIGCONT)  # a stopped member must see its SIGTERM
 
+    def stop_escaped(self) -> dict[int, int]:
+        """Signal the processes that left the group and were re-parented to us: SIGTERM when
+        first seen, SIGKILL once the group's is due (each with its own process group)."""
+        assert self.pgid is not None
+        found = escaped(self.pgid, os.getpid())
+        for pid, pgrp in found.items():
+            if self.guard.killed:
+                signum = signal.SIGKILL
+            elif pid not in self.terminated:
+                signum = signal.SIGTERM
+                self.terminated.add(pid)
+                _say(f"process {pid} left the command's process group: SIGTERM to its group")
+            else:
+                continue
+            _signal_group(pgrp, signum)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+        return found
+
     def run(self) -> int:
         self.setup()
         if not self.launch():
@@ -284,7 +327,8 @@ class _Guardian:
                     if group_alive(self.pgid):
                         _say("grace period over: SIGKILL to the command's process group")
                     _signal_group(self.pgid, signal.SIGKILL)
-                if not group_alive(self.pgid):
+                left = self.stop_escaped()
+                if not group_alive(self.pgid) and not left:
                     self.reap()
                     self.report("empty")
                     return 0

@@ -63,6 +63,23 @@ while True:
 """
 
 
+# A launcher that daemonizes its worker (fork, setsid, fork: the worker is in a session of its own
+# and its parent exits) and exits 0 once the worker has started.
+DAEMONIZE = """
+import os, sys, time
+out, worker = sys.argv[1], sys.argv[2:]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(worker[0], worker)
+    os._exit(0)
+with open(out, "a") as f:
+    f.write(f"launcher a launcher {os.getpid()} {os.getpgid(0)} {time.monotonic():.6f}\\n")
+while " daemon " not in open(out).read():
+    time.sleep(0.01)
+"""
+
+
 @dataclass(frozen=True)
 class Line:
     event: str
@@ -86,11 +103,12 @@ def read_lines(path: Path) -> list[Line]:
 
 
 def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process: a zombie (dead, not yet reaped) does no work."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
         return False
-    return True
+    return stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
 
 
 @dataclass
@@ -172,6 +190,7 @@ class Replicas:
 @asynccontextmanager
 async def replicas(emu: KubeEmulator, tmp_path: Path, lock: str) -> AsyncIterator[Replicas]:
     (tmp_path / "worker.py").write_text(WORKER)
+    (tmp_path / "daemonize.py").write_text(DAEMONIZE)
     r = Replicas(emu, tmp_path, lock, tmp_path / "work.log")
     try:
         yield r
@@ -407,6 +426,31 @@ async def test_frozen_wrapper_guardian_stops_the_command_before_takeover(
             assert await a.wait() == 3, r.log("a")
         assert "the term's deadline passed: stopping the command" in r.log("a")
         assert r.holder() == "b"  # the old wrapper wrote nothing on resuming
+
+
+@pytest.mark.asyncio
+async def test_a_daemon_that_left_the_group_is_stopped_before_the_release(
+    emu: KubeEmulator, tmp_path: Path
+) -> None:
+    """The command daemonizes a worker (``setsid()``, double fork) and exits 0. The worker is in
+    no group of ours, but it was re-parented to the guardian (a child subreaper), which stops
+    it before the wrapper releases the lock."""
+    async with replicas(emu, tmp_path, "daemon") as r:
+        daemonize = [sys.executable, str(tmp_path / "daemonize.py"), str(r.out)]
+        a = await r.start("a", [*daemonize, *r.worker("a", "daemon")])
+        await r.wait_started("a", "daemon")
+        await r.start("b", r.worker("b", "command"))
+        with anyio.fail_after(15):
+            assert await a.wait() == 0, r.log("a")
+        launcher = next(x for x in r.lines("a") if x.role == "launcher")
+        daemon = next(x for x in r.lines("a") if x.role == "daemon")
+        assert daemon.pgid != launcher.pgid  # it left the command's group
+        assert not alive(daemon.pid)
+        assert [x.event for x in r.lines("a")][-1] == "sigterm"
+        assert f"process {daemon.pid} left the command's process group" in r.log("a")
+
+        new = await r.wait_started("b", "command")
+        r.assert_handed_over("a", new)
 
 
 @pytest.mark.asyncio

@@ -1,17 +1,20 @@
 """The ``aioleader`` command line (argparse + anyio).
 
 ``aioleader run --lock lease/NS/NAME -- CMD ARGS…`` is the sidecar/wrapper mode: CMD runs only while
-this process leads. Exit codes of ``run``:
+this process leads, in a process group of its own guarded by a separate process (see
+``_sidecar.py``). Exit codes of ``run``:
 
 ====  =====================================================================================
 code  meaning
 ====  =====================================================================================
-N     the command exited by itself with code N (the lock is released first)
-0     stopped by SIGTERM/SIGINT while not leading (released if held)
+N     the command exited by itself with code N (the rest of its process group is stopped and
+      the lock released first)
+0     stopped by a signal while not leading (released if held)
 2     bad command line (one line on stderr)
-3     leadership was lost: the command was sent SIGTERM, then SIGKILL after the grace period;
-      exiting non-zero makes Kubernetes restart the container, which campaigns again
-4     fatal election error (403 Forbidden, no usable kubeconfig, unwritable lock file)
+3     leadership was lost: the command's process group was sent SIGTERM, then SIGKILL after the
+      grace period; exiting non-zero makes Kubernetes restart the container, which campaigns again
+4     fatal error: election (403 Forbidden, no usable kubeconfig, unwritable lock file), the
+      command cannot be started, or its guardian process died
 128+S the command was stopped by the forwarded signal S (e.g. 143 for SIGTERM)
 ====  =====================================================================================
 """
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -31,19 +33,15 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 import anyio
-from anyio.abc import Process
 
-from ._election import campaign
 from ._exceptions import AioleaderError, ElectionError
-from ._leadership import Leadership
 from ._lock import Lock
+from ._sidecar import EXIT_FATAL, Sidecar, max_grace_period
 from ._timing import Timing
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
-EXIT_LOST = 3
-EXIT_FATAL = 4
 
 
 class _UsageError(Exception):
@@ -76,9 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run a command only while this process leads",
-        description="Campaign for the lock and run COMMAND while leading. On loss of "
-        "leadership COMMAND gets SIGTERM, then SIGKILL after --grace-period, and aioleader "
-        "exits with code 3 so that the container restarts. SIGTERM/SIGINT are forwarded.",
+        description="Campaign for the lock and run COMMAND while leading, in a process group "
+        "of its own. On loss of leadership, or if this process dies or freezes, the group gets "
+        "SIGTERM, then SIGKILL after --grace-period (from a guardian process that holds the "
+        "term's deadline), and aioleader exits with code 3 so that the container restarts. "
+        "SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGUSR2 are forwarded to the group; the lock is "
+        "released once no process of the group is left.",
     )
     lock_options(run)
     run.add_argument("--identity", help="holder identity (default: $POD_NAME, else host_pid)")
@@ -94,8 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         "--grace-period",
         type=float,
         metavar="S",
-        help="seconds between SIGTERM and SIGKILL when leadership is lost "
-        "(default: lease duration - renew deadline, the time before another replica may start)",
+        help="seconds between SIGTERM and SIGKILL when the command is stopped; at most, and "
+        "by default, (lease duration - renew deadline) / 2, so that the command is dead that "
+        "long before another replica may take over",
     )
     run.add_argument("--healthz-addr", metavar="HOST:PORT", help="serve GET /healthz there")
     run.add_argument("--metrics-addr", metavar="HOST:PORT", help="serve Prometheus /metrics there")
@@ -191,103 +193,33 @@ def _address(value: str, flag: str) -> tuple[str, int]:
 # -- run -------------------------------------------------------------------------------------------
 
 
-class _Runner:
-    def __init__(self, args: argparse.Namespace, lock: Lock, timing: Timing) -> None:
-        self.args = args
-        self.lock = lock
-        self.timing = timing
-        self.cmd: list[str] = args.cmd[1:] if args.cmd[:1] == ["--"] else list(args.cmd)
-        grace = args.grace_period
-        self.grace = timing.lease_duration - timing.renew_deadline if grace is None else grace
-        self.process: Process | None = None
-        self.exit_code: int | None = None
-        self.signalled: int | None = None
-
-    async def run(self) -> int:
-        metrics = None
-        if self.args.metrics_addr:
-            host, port = _address(self.args.metrics_addr, "--metrics-addr")
-            try:
-                import prometheus_client
-            except ImportError as exc:
-                raise _UsageError("--metrics-addr needs pip install 'aioleader[metrics]'") from exc
-            from ._metrics import PrometheusMetrics
-
-            metrics = PrometheusMetrics()
-            prometheus_client.start_http_server(port, addr=host)
-        healthz = (
-            _address(self.args.healthz_addr, "--healthz-addr") if self.args.healthz_addr else None
+def _sidecar(args: argparse.Namespace, lock: Lock) -> Sidecar:
+    timing = _timing(args)
+    cmd: list[str] = args.cmd[1:] if args.cmd[:1] == ["--"] else list(args.cmd)
+    if not cmd:
+        raise _UsageError("run: missing the command (aioleader run --lock … -- CMD ARGS…)")
+    limit = max_grace_period(timing)
+    if args.grace_period is not None and not 0 <= args.grace_period <= limit:
+        raise _UsageError(
+            f"--grace-period {args.grace_period:g}: must be between 0 and (lease duration - "
+            f"renew deadline) / 2 = {limit:g}, so that the command is dead before another "
+            "replica may take over"
         )
-        async with self.lock, anyio.create_task_group() as tg:
-            tg.start_soon(self._signals, tg.cancel_scope)
-            leadership: Leadership = await tg.start(
-                lambda task_status: campaign(
-                    self.lock, timing=self.timing, metrics=metrics, task_status=task_status
-                )
-            )
-            if healthz is not None:
-                from ._health import serve_healthz
-
-                await tg.start(serve_healthz, healthz[0], healthz[1], lambda: [leadership])
-            async with leadership.leading() as term:
-                _say(
-                    f"leading (term {term.number}, fencing token {term.fencing_token}): "
-                    f"starting {' '.join(self.cmd)}"
-                )
-                await self._run_child(term.fencing_token)
-            if self.exit_code is None and self.signalled is None:
-                # The scope was cancelled: leadership lost (the child has been stopped).
-                _say(f"leadership lost ({term.end_reason}); exiting with code {EXIT_LOST}")
-                self.exit_code = EXIT_LOST
-            tg.cancel_scope.cancel()  # stop campaigning: releases the lock if still ours
-        if self.exit_code is not None:
-            return self.exit_code
-        return 0
-
-    async def _run_child(self, fencing_token: int) -> None:
-        env = {
-            **os.environ,
-            "AIOLEADER_FENCING_TOKEN": str(fencing_token),
-            "AIOLEADER_IDENTITY": self.lock.identity,
-        }
-        process = await anyio.open_process(self.cmd, stdin=None, stdout=None, stderr=None, env=env)
-        self.process = process
+    metrics = None
+    if args.metrics_addr:
+        host, port = _address(args.metrics_addr, "--metrics-addr")
         try:
-            code = await process.wait()
-            self.exit_code = code if code >= 0 else 128 - code
-            _say(f"command exited with code {self.exit_code}")
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._stop_child(process)
-            self.process = None
+            import prometheus_client
+        except ImportError as exc:
+            raise _UsageError("--metrics-addr needs pip install 'aioleader[metrics]'") from exc
+        from ._metrics import PrometheusMetrics
 
-    async def _stop_child(self, process: Process) -> None:
-        if process.returncode is not None:
-            return
-        _say(f"stopping the command: SIGTERM, SIGKILL after {self.grace:g}s")
-        process.terminate()
-        with anyio.move_on_after(self.grace):
-            await process.wait()
-            return
-        process.kill()
-        await process.wait()
-
-    async def _signals(self, scope: anyio.CancelScope) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                self.signalled = signum
-                process = self.process
-                if process is None or process.returncode is not None:
-                    _say(f"{signal.Signals(signum).name}: stopping")
-                    self.exit_code = 0
-                    scope.cancel()
-                    return
-                _say(f"{signal.Signals(signum).name}: forwarding to the command")
-                process.send_signal(signum)  # its exit ends the term's work, then we release
-
-
-def _say(message: str) -> None:
-    print(f"aioleader: {message}", file=sys.stderr, flush=True)
+        metrics = PrometheusMetrics()
+        prometheus_client.start_http_server(port, addr=host)
+    healthz = _address(args.healthz_addr, "--healthz-addr") if args.healthz_addr else None
+    return Sidecar(
+        lock, cmd, timing=timing, grace_period=args.grace_period, metrics=metrics, healthz=healthz
+    )
 
 
 # -- status / watch ----------------------------------------------------------------------------------
@@ -359,13 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.lock, identity=getattr(args, "identity", None), kubeconfig=args.kubeconfig
         )
         if args.command == "run":
-            timing = _timing(args)
-            runner = _Runner(args, lock, timing)
-            if not runner.cmd:
-                raise _UsageError("run: missing the command (aioleader run --lock … -- CMD ARGS…)")
-            if runner.grace < 0:
-                raise _UsageError("--grace-period must be >= 0")
-            return anyio.run(runner.run)
+            return anyio.run(_sidecar(args, lock).run)
         if args.command == "status":
             return anyio.run(_status, lock, args.output)
         if args.command == "watch":
@@ -382,8 +308,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(EXIT_FATAL, str(exc))
     except AioleaderError as exc:
         _fail(EXIT_FATAL, f"{exc} (the API server may be unreachable)")
-    except FileNotFoundError as exc:
-        _fail(EXIT_FATAL, f"cannot run the command: {exc}")
     except KeyboardInterrupt:
         return 130
     raise AssertionError(args.command)  # pragma: no cover - argparse rejects unknown commands

@@ -7,7 +7,6 @@ each wrapper on its own endpoint (so one can be partitioned) through a kubeconfi
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _processes import config_for, env, stop, wait_for
 from anyio.abc import Process
 
 from aioleader.testing import KubeEmulator
@@ -22,7 +22,6 @@ from aioleader.testing.__main__ import kubeconfig
 
 pytestmark = pytest.mark.emulator_only
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMING = ["--lease-duration", "2", "--renew-deadline", "1.5", "--retry-period", "0.25"]
 
 CHILD = """
@@ -39,17 +38,6 @@ log("started")
 while True:
     time.sleep(0.05)
 """
-
-
-async def config_for(emu: KubeEmulator, client: str, tmp_path: Path) -> Path:
-    endpoint = await emu.endpoint(client)
-    path = tmp_path / f"kubeconfig-{client}"
-    path.write_text(kubeconfig(endpoint.url, "default"))
-    return path
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "PYTHONPATH": str(ROOT)}
 
 
 async def wrapper(
@@ -94,20 +82,6 @@ def events(out: Path) -> list[tuple[str, str, float, int]]:
         event, name, when, token = line.split()
         rows.append((event, name, float(when), int(token)))
     return rows
-
-
-async def wait_for(predicate: object, limit: float = 15) -> None:
-    assert callable(predicate)
-    with anyio.fail_after(limit):
-        while not predicate():
-            await anyio.sleep(0.05)
-
-
-async def stop(process: Process) -> None:
-    if process.returncode is None:
-        process.kill()
-    await process.wait()
-    await process.aclose()
 
 
 @pytest.mark.asyncio

@@ -37,7 +37,12 @@ import anyio.lowlevel
 
 from .._exceptions import AioleaderError, ElectionError, LockConflict, LockError
 from .._lock import Lock, Observed
-from .._record import LeaderElectionRecord, record_from_lease_spec, record_to_lease_spec
+from .._record import (
+    UNPARSEABLE_HOLDER,
+    LeaderElectionRecord,
+    record_from_lease_spec,
+    record_to_lease_spec,
+)
 
 try:
     import fcntl
@@ -51,11 +56,6 @@ T = TypeVar("T")
 API_VERSION: Final = "aioleader/v1"
 KIND: Final = "FileLease"
 
-#: The holder an unreadable file is attributed to. It is never a candidate's identity
-#: (:class:`FileLock` refuses it), so no candidate mistakes such a file for its own lease. The same
-#: value as the annotation locks' ``UNPARSEABLE_HOLDER`` (defined again here because this module
-#: must not import the Kubernetes package), so users see one name for "unreadable" everywhere.
-UNPARSEABLE_HOLDER: Final = "aioleader/unparseable-record"
 
 #: How long a write waits for a busy lock file when called with ``timeout=None``. Never unbounded:
 #: a process stopped (SIGSTOP) while holding the flock must not stall anybody forever.

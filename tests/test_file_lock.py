@@ -730,14 +730,14 @@ class Cluster:
         paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
-    def start(self, identity: str, backend: str) -> Candidate:
+    def start(self, identity: str, backend: str, **env: str) -> Candidate:
         stderr = (self.logs / f"{identity}-{len(self.candidates)}.stderr").open("w")
         proc = subprocess.Popen(
             [sys.executable, str(CANDIDATE), str(self.path), identity, backend],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env=self.env,
+            env={**self.env, **env},
         )
 
         def read() -> None:
@@ -874,3 +874,111 @@ def test_real_processes_never_lead_together_and_fail_over_in_time(tmp_path: Path
     assert tokens == ["0", "1", "2"]
     spec = stored(tmp_path / "leader.json")["spec"]
     assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("", 2)  # released at the end
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a process in /proc (``T``: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def wait_state(pid: int, state: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while process_state(pid) != state:
+        assert time.monotonic() < deadline, f"process {pid} never reached state {state}"
+        time.sleep(0.01)
+
+
+def read_lock(path: Path) -> LeaderElectionRecord:
+    async def get() -> LeaderElectionRecord:
+        observed = await FileLock(path, identity="reader").get()
+        assert observed is not None
+        return observed.record
+
+    return anyio.run(get)
+
+
+def leader_then_follower(cluster: Cluster, freeze: str) -> Candidate:
+    """Start ``a`` (armed with ``freeze``) and let it lead, then ``b``, following it."""
+    a = cluster.start("a", "asyncio", FILELOCK_FREEZE=freeze)
+    cluster.wait_for("READY", "a")
+    assert cluster.wait_for("LEADING", "a")[1] == "0"
+    cluster.start("b", "trio")
+    assert cluster.wait_for("LEADER", "b") == ["b", "a"]
+    time.sleep(0.3)  # a few renewals seen by b
+    return a
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states in /proc")
+@pytest.mark.parametrize("step", ["written", "linked"])
+def test_a_leader_frozen_inside_its_write_stalls_nobody(tmp_path: Path, step: str) -> None:
+    """SIGSTOP inside a renewal's write: with the new version not yet linked, or linked and not
+    yet verified. Nothing is held, so the follower takes over once the lease expires while the
+    old leader is still stopped; resumed, the old leader's write fails and it does no work."""
+    ld, rp = 2.0, 0.25
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cluster = Cluster(tmp_path / "leader.json", logs)
+    try:
+        a = leader_then_follower(cluster, f"{step}:STOP")
+        mark = cluster.mark()
+        a.proc.send_signal(signal.SIGUSR1)
+        frozen_at = float(cluster.wait_for("FREEZE", "a", since=mark)[2])
+        wait_state(a.proc.pid, "T")
+        took_over = float(cluster.wait_for("LEADING", "b", since=mark)[2])
+        assert process_state(a.proc.pid) == "T"  # b did not wait for the frozen writer
+        print(f"takeover from a leader frozen at {step!r}: {took_over - frozen_at:.3f}s")
+        # LD after b saw a's last renewal: the one frozen in its write (if linked) or the one
+        # before it (at most RP earlier); b sees it within its poll period.
+        assert ld - rp - 0.1 <= took_over - frozen_at <= ld + 2.2 * rp + 0.75
+        assert read_lock(cluster.path).holder_identity == "b"
+
+        mark = cluster.mark()
+        a.proc.send_signal(signal.SIGCONT)
+        assert cluster.wait_for("STOPPED", "a", since=mark)[1] == "0"
+        assert cluster.wait_for("LEADER", "a", since=mark) == ["a", "b"]
+        time.sleep(4 * rp)  # a follows now: it must neither work nor take the lock back
+        cluster.drain()
+    finally:
+        cluster.close()
+
+    work = [(f[0], float(f[2])) for kind, f in cluster.history if kind == "WORK"]
+    a_work = [t for who, t in work if who == "a"]
+    b_work = [t for who, t in work if who == "b"]
+    assert a_work
+    assert b_work
+    assert max(a_work) < frozen_at  # nothing after the freeze, nothing after resuming
+    assert min(b_work) >= took_over
+    assert [f[:2] for kind, f in cluster.history if kind == "LEADING"] == [["a", "0"], ["b", "1"]]
+    assert read_lock(cluster.path).holder_identity == "b"
+
+
+@pytest.mark.parametrize("step", ["written", "linked"])
+def test_a_leader_killed_inside_its_write_leaves_a_readable_lock(tmp_path: Path, step: str) -> None:
+    """SIGKILL inside a renewal's write leaves the last record (or the new one) readable, at
+    most a temporary file beside it; the follower takes over once the lease expires."""
+    ld, rp = 2.0, 0.25
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = tmp_path / "leader.json"
+    cluster = Cluster(path, logs)
+    try:
+        a = leader_then_follower(cluster, f"{step}:KILL")
+        mark = cluster.mark()
+        a.proc.send_signal(signal.SIGUSR1)
+        killed_at = float(cluster.wait_for("FREEZE", "a", since=mark)[2])
+        assert a.proc.wait(timeout=5) == -signal.SIGKILL
+        left = read_lock(path)
+        assert left.holder_identity == "a"
+        # Killed before its link, the write left its temporary file; after it, nothing.
+        assert len(temp_files(path)) == (1 if step == "written" else 0)
+        took_over = float(cluster.wait_for("LEADING", "b", since=mark)[2])
+        print(f"takeover from a leader killed at {step!r}: {took_over - killed_at:.3f}s")
+        assert ld - rp - 0.1 <= took_over - killed_at <= ld + 2.2 * rp + 0.75
+        time.sleep(2 * rp)
+    finally:
+        cluster.close()
+    record = read_lock(path)
+    assert (record.holder_identity, record.leader_transitions) == ("b", 1)
+    top = versions(path)
+    assert top == list(range(top[0], top[-1] + 1))
+    assert len(temp_files(path)) == (1 if step == "written" else 0)  # fresh: not collected yet

@@ -111,12 +111,20 @@ def _utc(when: datetime) -> datetime:
 
 def format_micro_time(when: datetime) -> str:
     """Kubernetes ``MicroTime``: exactly six fractional digits, UTC, ``Z``."""
-    return _utc(when).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{_seconds(_utc(when))}.{when.microsecond:06d}Z"
 
 
 def format_rfc3339(when: datetime) -> str:
     """Kubernetes ``Time`` (and Go's ``time.RFC3339`` for UTC): whole seconds, ``Z``."""
-    return _utc(when).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{_seconds(_utc(when))}Z"
+
+
+def _seconds(when: datetime) -> str:
+    # Not strftime: glibc's %Y writes the year 999 as "999", which no RFC 3339 reader accepts.
+    return (
+        f"{when.year:04d}-{when.month:02d}-{when.day:02d}T"
+        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
+    )
 
 
 def parse_time(value: object) -> datetime | None:

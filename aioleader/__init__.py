@@ -24,12 +24,16 @@ from ._metrics import PrometheusMetrics as PrometheusMetrics
 from ._observer import LeaderChange as LeaderChange
 from ._observer import LeaderChanges as LeaderChanges
 from ._observer import observe as observe
+from ._record import MAX_LEASE_DURATION as MAX_LEASE_DURATION
+from ._record import UNPARSEABLE_HOLDER as UNPARSEABLE_HOLDER
 from ._record import LeaderElectionRecord as LeaderElectionRecord
 from ._timing import Timing as Timing
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "MAX_LEASE_DURATION",
+    "UNPARSEABLE_HOLDER",
     "AioleaderError",
     "ElectionError",
     "ElectionMetrics",

@@ -234,7 +234,8 @@ async def test_non_json_error_bodies_are_transient(emu: KubeEmulator) -> None:
         ({"holderIdentity": "x"}, False),  # missing duration: our own LD, not "expired"
         ({"holderIdentity": "x", "leaseDurationSeconds": 1, "renewTime": "yesterday"}, False),
         ({"holderIdentity": "x", "leaseDurationSeconds": "ten", "leaseTransitions": -3}, False),
-        ({"holderIdentity": 42, "acquireTime": 7}, True),
+        # A holder that is not a string is somebody we cannot name: waited out, never free.
+        ({"holderIdentity": 42, "acquireTime": 7}, False),
     ],
 )
 async def test_malformed_leases_never_crash_and_are_taken_safely(

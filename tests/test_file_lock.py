@@ -1,28 +1,31 @@
-"""FileLock: compare-and-swap on a JSON file, crash safety, errors, and elections.
+"""FileLock: compare-and-swap by exclusive links of numbered versions, crash safety, errors,
+and elections.
 
 Async tests run twice on fake clocks (asyncio with looptime, trio with ``MockClock``) and assert
-exact times: FileLock's I/O is synchronous and it never waits on another process in a syscall, so
-virtual time stays exact. The last test runs real candidate processes on one file.
+exact times: FileLock's I/O is synchronous and it never waits on another process, so virtual time
+stays exact. Writers are raced and interrupted at each step of a write through the lock's private
+test hook. The last tests run real candidate processes on one lock, and freeze (SIGSTOP) or kill
+(SIGKILL) one inside its write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import itertools
 import json
 import os
 import queue
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,7 +48,7 @@ from aioleader import (
     elect,
 )
 from aioleader.locks import FileLock
-from aioleader.locks._file import MAX_FILE_SIZE, UNPARSEABLE_HOLDER
+from aioleader.locks._file import KEEP_VERSIONS, MAX_FILE_SIZE, UNPARSEABLE_HOLDER, version_name
 
 pytestmark = pytest.mark.anyio
 
@@ -86,34 +89,44 @@ def holder(identity: str, transitions: int = 0) -> LeaderElectionRecord:
     )
 
 
+def versions(path: Path) -> list[int]:
+    """The versions in a lock directory, ascending."""
+    return sorted(int(p.name[:-5]) for p in path.glob("*.json") if p.name[:-5].isdecimal())
+
+
 def stored(path: Path) -> dict[str, Any]:
-    doc = json.loads(path.read_bytes())
+    """The document of the highest version: the record."""
+    doc = json.loads((path / version_name(versions(path)[-1])).read_bytes())
     assert isinstance(doc, dict)
     return doc
 
 
+def put_version(path: Path, version: int, content: bytes | dict[str, Any]) -> None:
+    """Write a version file directly, as another writer (or a corrupting one) would."""
+    path.mkdir(exist_ok=True)
+    if isinstance(content, dict):
+        content = json.dumps(content).encode()
+    (path / version_name(version)).write_bytes(content)
+
+
+def document(version: int, holder_id: str, transitions: int = 0) -> dict[str, Any]:
+    """A version file's document as another FileLock would write it."""
+    return {
+        "apiVersion": "aioleader/v1",
+        "kind": "FileLease",
+        "metadata": {"name": "leader.json", "resourceVersion": str(version)},
+        "spec": {
+            "holderIdentity": holder_id,
+            "leaseDurationSeconds": 15,
+            "leaseTransitions": transitions,
+        },
+    }
+
+
 def temp_files(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
-
-
-@contextlib.contextmanager
-def flock_held(lock: FileLock) -> Iterator[Callable[[], None]]:
-    """Hold ``lock``'s flock through another open file, as another process would; yields a
-    function that releases it early."""
-    fd = os.open(lock.lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    closed = False
-
-    def release() -> None:
-        nonlocal closed
-        if not closed:
-            closed = True
-            os.close(fd)
-
-    try:
-        yield release
-    finally:
-        release()
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".tmp."))
 
 
 async def sleep_then(delay: float, action: Callable[[], object]) -> None:
@@ -130,7 +143,6 @@ def test_identity_path_and_description(monkeypatch: pytest.MonkeyPatch, tmp_path
     lock = FileLock("leader.json")
     assert lock.identity == "web-0"
     assert lock.path == str(tmp_path / "leader.json")  # absolute: immune to a later chdir
-    assert lock.lock_path == str(tmp_path / "leader.json.lock")
     assert lock.describe() == f"file:{tmp_path / 'leader.json'}"
     assert repr(lock) == f"FileLock({str(tmp_path / 'leader.json')!r}, identity='web-0')"
     assert not lock.supports_watch
@@ -158,6 +170,7 @@ async def test_get_on_a_missing_file_is_none_and_create_writes_a_lease_document(
     observed = await lock.create(holder("a"))
     assert observed.version == "1"
     assert observed.record == holder("a")
+    assert sorted(os.listdir(path)) == ["00000000000000000001.json"]  # the directory is created
     assert stored(path) == {
         "apiVersion": "aioleader/v1",
         "kind": "FileLease",
@@ -170,21 +183,24 @@ async def test_get_on_a_missing_file_is_none_and_create_writes_a_lease_document(
             "leaseTransitions": 0,
         },
     }
-    assert temp_files(tmp_path) == []
+    assert temp_files(path) == []
     again = await FileLock(path, identity="b").get()
     assert again is not None
     assert (again.record, again.raw, again.version) == (observed.record, observed.raw, "1")
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage", b"{}"])
-async def test_create_on_an_existing_file_conflicts_whatever_it_holds(
-    tmp_path: Path, content: bytes
+@pytest.mark.parametrize("version", [1, 7])
+async def test_create_on_an_existing_lock_conflicts_whatever_it_holds(
+    tmp_path: Path, content: bytes, version: int
 ) -> None:
     path = tmp_path / "leader.json"
-    path.write_bytes(content)
+    put_version(path, version, content)
     with pytest.raises(LockConflict, match="already exists"):
         await FileLock(path, identity="a").create(holder("a"))
-    assert path.read_bytes() == content
+    assert (path / version_name(version)).read_bytes() == content
+    assert versions(path) == [version]
+    assert temp_files(path) == []
 
 
 async def test_update_is_a_compare_and_swap_and_versions_only_grow(tmp_path: Path) -> None:
@@ -205,24 +221,24 @@ async def test_update_is_a_compare_and_swap_and_versions_only_grow(tmp_path: Pat
     assert fresh.version == "2"
     assert (await a.update(holder("a", 2))).version == "3"
     assert (await a.update(holder("a", 2))).version == "4"  # a's own write refreshed its cache
-    path.unlink()
+    shutil.rmtree(path)
     with pytest.raises(LockConflict, match="was deleted"):
         await a.update(holder("a", 2))
-    assert temp_files(tmp_path) == []
+    assert not path.exists()
 
 
 async def test_fields_it_does_not_model_survive_a_rewrite(tmp_path: Path) -> None:
     path = tmp_path / "leader.json"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "aioleader/v1",
-                "kind": "FileLease",
-                "metadata": {"name": "x", "resourceVersion": "41", "labels": {"app": "web"}},
-                "spec": {"holderIdentity": "", "leaseTransitions": 3, "futureField": True},
-                "status": {"note": "kept"},
-            }
-        )
+    put_version(
+        path,
+        41,
+        {
+            "apiVersion": "aioleader/v1",
+            "kind": "FileLease",
+            "metadata": {"name": "x", "resourceVersion": "41", "labels": {"app": "web"}},
+            "spec": {"holderIdentity": "", "leaseTransitions": 3, "futureField": True},
+            "status": {"note": "kept"},
+        },
     )
     lock = FileLock(path, identity="a")
     observed = await lock.get()
@@ -234,6 +250,7 @@ async def test_fields_it_does_not_model_survive_a_rewrite(tmp_path: Path) -> Non
     assert doc["spec"]["futureField"] is True
     assert doc["spec"]["holderIdentity"] == "a"
     assert doc["status"] == {"note": "kept"}
+    assert versions(path) == [41, 42]
 
 
 async def test_every_operation_is_a_checkpoint(tmp_path: Path) -> None:
@@ -260,16 +277,19 @@ UNREADABLE = {
     "binary": b"\x00\xff\xfe garbage \x00",
     "not a FileLease": b'{"kind": "Lease", "metadata": {"resourceVersion": "3"}, "spec": {}}',
     "no version": b'{"apiVersion": "aioleader/v1", "kind": "FileLease", "metadata": {}, "spec": {}}',
+    "another version": b'{"apiVersion": "aioleader/v1", "kind": "FileLease", '
+    b'"metadata": {"resourceVersion": "2"}, "spec": {}}',
     "a JSON list": b"[1, 2, 3]",
+    "deep": b"[" * 60_000,
 }
 
 
 @pytest.mark.parametrize("content", UNREADABLE.values(), ids=UNREADABLE.keys())
-async def test_an_unreadable_file_is_held_by_an_unknown_holder_and_swapped_on_its_hash(
+async def test_an_unreadable_version_is_held_by_an_unknown_holder_and_superseded(
     tmp_path: Path, content: bytes
 ) -> None:
     path = tmp_path / "leader.json"
-    path.write_bytes(content)
+    put_version(path, 1, content)
     a = FileLock(path, identity="a")
     b = FileLock(path, identity="b")
     observed = await a.get()
@@ -277,28 +297,83 @@ async def test_an_unreadable_file_is_held_by_an_unknown_holder_and_swapped_on_it
     assert observed.record.holder_identity == UNPARSEABLE_HOLDER
     assert observed.record.lease_duration_seconds is None  # the elector waits its own LD
     assert observed.raw == content
-    assert observed.version.startswith("unreadable:sha256:")
+    assert observed.version == "1"
     assert await b.get() == observed
-    # The content changes under a: its swap on the old content's hash fails.
-    path.write_bytes(content + b" ")
-    with pytest.raises(LockConflict, match="unreadable:sha256:"):
+    # Somebody rewrites it in place: a's swap on the old content fails.
+    put_version(path, 1, content + b" ")
+    with pytest.raises(LockConflict, match="version 1 was rewritten"):
         await a.update(holder("a", 1))
-    # b saw the current content, so its takeover succeeds; the counter restarts at 1.
-    assert await b.get() is not None
+    # A new unreadable version appears: a's swap on version 1 fails.
+    put_version(path, 2, content)
+    assert await a.get() is not None
+    with pytest.raises(LockConflict, match="version 2 is stale, now 3"):
+        put_version(path, 3, content + b"  ")
+        await a.update(holder("a", 1))
+    # b saw the current content, so its takeover succeeds, as the next version.
+    assert (await b.get()) is not None
     taken = await b.update(holder("b", 1))
-    assert taken.version == "1"
+    assert taken.version == "4"
     assert stored(path)["spec"]["holderIdentity"] == "b"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"holderIdentity": 5}, UNPARSEABLE_HOLDER),  # issue 9: this once read as free
+        ({"holderIdentity": []}, UNPARSEABLE_HOLDER),
+        ({"holderIdentity": {}}, UNPARSEABLE_HOLDER),
+        ({"holderIdentity": None}, ""),
+        ({}, ""),
+    ],
+)
+async def test_a_holder_that_is_not_a_string_is_waited_out_not_taken(
+    tmp_path: Path, spec: dict[str, Any], expected: str
+) -> None:
+    path = tmp_path / "leader.json"
+    put_version(path, 1, {**document(1, ""), "spec": spec})
+    observed = await FileLock(path, identity="a").get()
+    assert observed is not None
+    assert observed.record.holder_identity == expected
+    t0 = now()
+    async with elect(FileLock(path, identity="a"), rng=Jitter()) as leadership:
+        await leadership.wait_term()
+        assert now() - t0 == (15 if expected else 0)  # a's own LD: the record has none
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "symlink", "large"])
+async def test_a_version_that_is_not_a_small_regular_file_is_unreadable(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "leader.json"
+    path.mkdir()
+    target = path / version_name(3)
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(target)  # opening it must not hang the loop
+    elif kind == "symlink":
+        (tmp_path / "elsewhere.json").write_text(json.dumps(document(3, "ghost")))
+        target.symlink_to(tmp_path / "elsewhere.json")
+    else:
+        target.write_bytes(b" " * (MAX_FILE_SIZE + 1) + json.dumps(document(3, "x")).encode())
+    lock = FileLock(path, identity="a")
+    observed = await lock.get()
+    assert observed is not None
+    assert observed.record.holder_identity == UNPARSEABLE_HOLDER
+    assert observed.version == "3"
+    assert len(observed.raw) < 200  # never read whole
+    assert (await lock.update(holder("a", 1))).version == "4"
 
 
 async def test_unreadable_file_is_taken_over_own_lease_duration_after_first_seen(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "leader.json"
-    path.write_bytes(b'{"torn": ')
+    put_version(path, 1, b'{"torn": ')
     t0 = now()
     async with anyio.create_task_group() as tg:
         # A second torn write at 9: b's poll at 10 sees new content and restarts its wait.
-        tg.start_soon(sleep_then, 9, lambda: path.write_bytes(b'{"torn again": '))
+        tg.start_soon(sleep_then, 9, lambda: put_version(path, 2, b'{"torn again": '))
         async with elect(FileLock(path, identity="b"), rng=Jitter()) as leadership:
             term = await leadership.wait_term()
             assert now() - t0 == 25  # observed at 10 + b's own 15 s
@@ -306,15 +381,19 @@ async def test_unreadable_file_is_taken_over_own_lease_duration_after_first_seen
             assert stored(path)["spec"]["holderIdentity"] == "b"
 
 
-async def test_a_leftover_temp_file_is_ignored(tmp_path: Path) -> None:
+async def test_a_leftover_temp_file_is_ignored_and_collected_once_old(tmp_path: Path) -> None:
     path = tmp_path / "leader.json"
-    leftover = tmp_path / ".leader.json.0123456789ab.tmp"  # a crash between write and rename
-    leftover.write_text(json.dumps({"kind": "FileLease", "spec": {"holderIdentity": "ghost"}}))
+    path.mkdir()
+    leftover = path / ".tmp.0123456789ab"  # a writer that crashed or froze before its link
+    leftover.write_text(json.dumps(document(1, "ghost")))
+    old = path / ".tmp.ba9876543210"
+    old.write_text(json.dumps(document(1, "ghost")))
+    os.utime(old, (time.time() - 120, time.time() - 120))
     t0 = now()
     async with elect(FileLock(path, identity="a")) as leadership:
         await leadership.wait_term()
         assert now() - t0 == 0
-    assert temp_files(tmp_path) == [leftover.name]
+    assert temp_files(path) == [leftover.name]  # a fresh one may belong to a frozen writer
     assert stored(path)["spec"]["holderIdentity"] == ""  # released on leaving the block
 
 
@@ -335,21 +414,22 @@ async def test_a_failed_write_leaves_the_old_record_and_no_temp_file(
     path = tmp_path / "leader.json"
     lock = FileLock(path, identity="a")
     await lock.create(holder("a"))
-    before = path.read_bytes()
+    before = stored(path)
 
-    def fail(src: str, dst: str) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(os, "replace", fail)  # the write dies before the rename
+    monkeypatch.setattr(os, "link", fail)  # the write dies at its link
     with pytest.raises(
-        expected, match=re.escape(f"file:{path}: cannot write the lock file")
+        expected, match=re.escape(f"file:{path}: cannot write {version_name(2)}")
     ) as caught:
         await lock.update(holder("a", 1))
     assert not isinstance(caught.value, LockConflict)
     assert caught.value.__cause__ is error
     monkeypatch.undo()
-    assert path.read_bytes() == before
-    assert temp_files(tmp_path) == []
+    assert stored(path) == before
+    assert versions(path) == [1]
+    assert temp_files(path) == []
     assert (await lock.update(holder("a", 1))).version == "2"  # the cache was not disturbed
 
 
@@ -386,27 +466,24 @@ async def test_a_missing_directory_is_fatal_and_not_created(tmp_path: Path) -> N
     assert not (tmp_path / "missing").exists()
 
 
-async def test_a_directory_or_fifo_at_the_path_is_fatal(tmp_path: Path) -> None:
-    (tmp_path / "dir").mkdir()
-    with pytest.raises(ElectionError, match=re.escape(f"{tmp_path / 'dir'} is a directory")):
-        await FileLock(tmp_path / "dir", identity="a").get()
-    os.mkfifo(tmp_path / "fifo")  # opening it must not hang the loop
-    with pytest.raises(ElectionError, match="is not a regular file"):
-        await FileLock(tmp_path / "fifo", identity="a").get()
-    (tmp_path / "leader.json.lock").mkdir()
-    with pytest.raises(ElectionError, match=r"leader\.json\.lock.*Is a directory"):
-        await FileLock(tmp_path / "leader.json", identity="a").create(holder("a"))
-    assert not (tmp_path / "leader.json").exists()
-    os.mkfifo(tmp_path / "other.json.lock")
-    with pytest.raises(ElectionError, match=r"other\.json\.lock is not a regular file"):
-        await FileLock(tmp_path / "other.json", identity="a").create(holder("a"))
-
-
-async def test_a_large_file_is_refused_not_taken_over(tmp_path: Path) -> None:
-    path = tmp_path / "data.bin"
-    path.write_bytes(b"x" * (MAX_FILE_SIZE + 1))
-    with pytest.raises(ElectionError, match="refusing to use it as a lock file"):
-        await FileLock(path, identity="a").get()
+@pytest.mark.parametrize("kind", ["file", "fifo", "large file"])
+async def test_anything_but_a_directory_at_the_path_is_fatal_and_untouched(
+    tmp_path: Path, kind: str
+) -> None:
+    # An older aioleader's lock file, or a misconfigured path to somebody's data.
+    path = tmp_path / "leader.json"
+    content = b"x" * (MAX_FILE_SIZE + 1) if kind == "large file" else b'{"kind": "FileLease"}'
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it must not hang the loop
+    else:
+        path.write_bytes(content)
+    lock = FileLock(path, identity="a")
+    for operation in (lock.get, lambda: lock.create(holder("a"))):
+        with pytest.raises(ElectionError, match=re.escape(f"{path} is not a directory")):
+            await operation()
+    if kind != "fifo":
+        assert path.read_bytes() == content
+    assert sorted(os.listdir(tmp_path)) == ["leader.json"]
 
 
 async def test_a_read_only_directory_is_fatal(tmp_path: Path) -> None:
@@ -422,74 +499,132 @@ async def test_a_read_only_directory_is_fatal(tmp_path: Path) -> None:
             pytest.skip("chmod does not restrict this user (root or CAP_DAC_OVERRIDE)")
         lock = FileLock(directory / "leader.json", identity="a")
         assert await lock.get() is None
-        with pytest.raises(ElectionError, match=r"leader\.json\.lock.*Permission denied"):
+        with pytest.raises(ElectionError, match=r"create the lock directory.*Permission denied"):
             await lock.create(holder("a"))
     finally:
         directory.chmod(0o700)
-
-
-# -- the flock ------------------------------------------------------------------------------------
-
-
-async def test_a_busy_lock_file_is_retried_without_blocking_until_the_timeout(
-    tmp_path: Path,
-) -> None:
-    lock = FileLock(tmp_path / "leader.json", identity="a")
+    # A lock directory that exists but may not be written.
+    lock = FileLock(directory / "leader.json", identity="a")
     await lock.create(holder("a"))
-    ticks: list[float] = []
-
-    async def ticker() -> None:
-        while True:
-            await anyio.sleep(0.1)
-            ticks.append(now())
-
-    t0 = now()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker)
-        with flock_held(lock):
-            with pytest.raises(LockError, match=r"stayed locked by another process for 0\.5s"):
-                await lock.update(holder("a"), timeout=0.5)
-            assert now() - t0 == pytest.approx(0.5, abs=1e-6)
-            with pytest.raises(LockError, match="for 0s"):
-                await lock.create(holder("a"), timeout=0)
-            assert await lock.get() is not None  # reads take no lock
-        tg.cancel_scope.cancel()
-    assert len(ticks) == 5  # the loop kept running while the update waited
-    assert stored(tmp_path / "leader.json")["metadata"]["resourceVersion"] == "1"
+    (directory / "leader.json").chmod(0o500)
+    try:
+        assert await lock.get() is not None
+        with pytest.raises(ElectionError, match=r"creating \.tmp\..*Permission denied"):
+            await lock.update(holder("a"))
+    finally:
+        (directory / "leader.json").chmod(0o700)
 
 
-async def test_a_lock_file_freed_during_the_wait_is_taken_at_the_next_retry(
-    tmp_path: Path,
-) -> None:
-    lock = FileLock(tmp_path / "leader.json", identity="a")
+# -- the compare-and-swap, raced at each step of a write --------------------------------------
+
+
+def at_step(lock: FileLock, step: str, action: Callable[[], object]) -> None:
+    """Run ``action`` once, inside ``lock``'s next write, at ``step`` ("written": the new version
+    is in a temporary file; "linked": it is visible, not yet verified), as a racing writer."""
+
+    def hook(current: str) -> None:
+        if current == step:
+            lock._test_hook = None
+            action()
+
+    lock._test_hook = hook
+
+
+async def test_a_write_that_loses_the_race_for_the_next_version_conflicts(tmp_path: Path) -> None:
+    path = tmp_path / "leader.json"
+    a = FileLock(path, identity="a")
+    await a.create(holder("a"))
+    at_step(a, "written", lambda: put_version(path, 2, document(2, "b", 1)))
+    with pytest.raises(LockConflict, match="version 1 is stale, 2 was written by somebody else"):
+        await a.update(holder("a"))
+    assert stored(path)["spec"]["holderIdentity"] == "b"
+    assert versions(path) == [1, 2]
+    assert temp_files(path) == []
+    b = FileLock(path, identity="b")
+    at_step(b, "written", lambda: put_version(path, 1, document(1, "c")))
+    shutil.rmtree(path)
+    with pytest.raises(LockConflict, match="already exists"):
+        await b.create(holder("b"))  # raced by another create: version 1 was taken
+    assert stored(path)["spec"]["holderIdentity"] == "c"
+
+
+async def test_a_write_superseded_right_after_its_link_is_withdrawn(tmp_path: Path) -> None:
+    path = tmp_path / "leader.json"
+    a = FileLock(path, identity="a")
+    await a.create(holder("a"))
+    # Something higher than our new version appears before we verified it: we cannot tell
+    # whether it was based on ours, so the write does not count, and our file goes.
+    at_step(a, "linked", lambda: put_version(path, 3, document(3, "b", 1)))
+    with pytest.raises(LockConflict, match="version 2 was superseded by 3"):
+        await a.update(holder("a"))
+    assert versions(path) == [1, 3]
+    assert stored(path)["spec"]["holderIdentity"] == "b"
+    assert temp_files(path) == []
+
+
+async def test_a_stale_writer_that_recreates_a_collected_version_loses(tmp_path: Path) -> None:
+    path = tmp_path / "leader.json"
+    a = FileLock(path, identity="a")
+    await a.create(holder("a"))
+
+    def others_write_and_collect() -> None:
+        # While a is between its checks and its link: six more versions by b, and b's
+        # collection of the old ones, version 2 included. a's link of version 2 then succeeds.
+        for version in range(2, 8):
+            put_version(path, version, document(version, "b", 1))
+        for version in range(1, 8 - KEEP_VERSIONS):
+            (path / version_name(version)).unlink()
+
+    at_step(a, "written", others_write_and_collect)
+    with pytest.raises(LockConflict, match="version 2 was superseded by 7"):
+        await a.update(holder("a"))
+    assert versions(path) == list(range(8 - KEEP_VERSIONS, 8))  # a's version 2 is gone again
+    assert stored(path)["spec"]["holderIdentity"] == "b"
+
+
+async def test_a_write_whose_base_was_deleted_is_withdrawn(tmp_path: Path) -> None:
+    path = tmp_path / "leader.json"
+    a = FileLock(path, identity="a")
+    await a.create(holder("a"))
+    at_step(a, "linked", lambda: (path / version_name(1)).unlink())  # the lock is deleted
+    with pytest.raises(LockConflict, match="version 1 was deleted during the write"):
+        await a.update(holder("a"))
+    assert versions(path) == []  # not left as a record nobody holds a term for
+    assert await a.get() is None
+
+
+async def test_a_stale_handle_cannot_write_into_a_recreated_lock(tmp_path: Path) -> None:
+    path = tmp_path / "leader.json"
+    a = FileLock(path, identity="a")
+    b = FileLock(path, identity="b")
+    await a.create(holder("a"))
+    await a.update(holder("a"))
+    # Deleted and recreated by b: version 1 exists again, in another directory.
+    shutil.rmtree(path)
+    await b.create(holder("b"))
+    with pytest.raises(LockConflict, match="was deleted"):
+        await a.update(holder("a"))
+    # Only the files deleted, the directory kept: version 1 is another file now.
+    c = FileLock(path, identity="c")
+    assert await c.get() is not None
+    for name in os.listdir(path):
+        (path / name).unlink()
+    # (Another record: the same bytes in a reused inode would be the very state c read.)
+    await b.create(holder("b", 5))
+    with pytest.raises(LockConflict, match="version 1 was rewritten"):
+        await c.update(holder("c"))
+    assert stored(path)["spec"]["holderIdentity"] == "b"
+    assert versions(path) == [1]
+
+
+async def test_old_versions_are_collected_keeping_the_newest(tmp_path: Path) -> None:
+    path = tmp_path / "leader.json"
+    lock = FileLock(path, identity="a")
     await lock.create(holder("a"))
-    t0 = now()
-    async with anyio.create_task_group() as tg:
-        with flock_held(lock) as release:
-            tg.start_soon(sleep_then, 0.2, release)
-            observed = await lock.update(holder("a"), timeout=5)
-    # Retries at 0, 0.001, 0.003, 0.007, 0.015, 0.031, 0.063, then every 50 ms: 0.113, 0.163, 0.213.
-    assert now() - t0 == pytest.approx(0.213, abs=1e-6)
-    assert observed.version == "2"
-
-
-async def test_a_stuck_flock_holder_cannot_extend_leadership(tmp_path: Path) -> None:
-    lock = FileLock(tmp_path / "leader.json", identity="a")
-    t0 = now()
-    async with elect(lock, rng=Jitter()) as leadership, anyio.create_task_group() as tg:
-        with contextlib.ExitStack() as stack:
-            async with leadership.leading() as term:
-                await anyio.sleep(5)  # renewals at 2 and 4 succeed; from 5 the flock is busy
-                release = stack.enter_context(flock_held(lock))
-                tg.start_soon(sleep_then, 15, release)  # the other holder lets go at 20
-                await anyio.sleep(1000)
-                pytest.fail("leader work was not cancelled")
-            assert now() - t0 == 14  # last renewal sent at 4 + RD
-            assert term.end_reason == "deadline"
-            second = await leadership.wait_term()
-            # At 14: the update waits for the flock until 19 (RD/2); the next poll, at 21, wins.
-            assert now() - t0 == 21
-            assert second.fencing_token == 1
+    for _ in range(9):
+        await lock.update(holder("a"))
+    assert versions(path) == list(range(11 - KEEP_VERSIONS, 11))
+    assert temp_files(path) == []
 
 
 # -- elections on fake clocks --------------------------------------------------------------------
@@ -595,14 +730,14 @@ class Cluster:
         paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
-    def start(self, identity: str, backend: str) -> Candidate:
+    def start(self, identity: str, backend: str, **env: str) -> Candidate:
         stderr = (self.logs / f"{identity}-{len(self.candidates)}.stderr").open("w")
         proc = subprocess.Popen(
             [sys.executable, str(CANDIDATE), str(self.path), identity, backend],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env=self.env,
+            env={**self.env, **env},
         )
 
         def read() -> None:
@@ -739,3 +874,111 @@ def test_real_processes_never_lead_together_and_fail_over_in_time(tmp_path: Path
     assert tokens == ["0", "1", "2"]
     spec = stored(tmp_path / "leader.json")["spec"]
     assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("", 2)  # released at the end
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a process in /proc (``T``: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def wait_state(pid: int, state: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while process_state(pid) != state:
+        assert time.monotonic() < deadline, f"process {pid} never reached state {state}"
+        time.sleep(0.01)
+
+
+def read_lock(path: Path) -> LeaderElectionRecord:
+    async def get() -> LeaderElectionRecord:
+        observed = await FileLock(path, identity="reader").get()
+        assert observed is not None
+        return observed.record
+
+    return anyio.run(get)
+
+
+def leader_then_follower(cluster: Cluster, freeze: str) -> Candidate:
+    """Start ``a`` (armed with ``freeze``) and let it lead, then ``b``, following it."""
+    a = cluster.start("a", "asyncio", FILELOCK_FREEZE=freeze)
+    cluster.wait_for("READY", "a")
+    assert cluster.wait_for("LEADING", "a")[1] == "0"
+    cluster.start("b", "trio")
+    assert cluster.wait_for("LEADER", "b") == ["b", "a"]
+    time.sleep(0.3)  # a few renewals seen by b
+    return a
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states in /proc")
+@pytest.mark.parametrize("step", ["written", "linked"])
+def test_a_leader_frozen_inside_its_write_stalls_nobody(tmp_path: Path, step: str) -> None:
+    """SIGSTOP inside a renewal's write: with the new version not yet linked, or linked and not
+    yet verified. Nothing is held, so the follower takes over once the lease expires while the
+    old leader is still stopped; resumed, the old leader's write fails and it does no work."""
+    ld, rp = 2.0, 0.25
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cluster = Cluster(tmp_path / "leader.json", logs)
+    try:
+        a = leader_then_follower(cluster, f"{step}:STOP")
+        mark = cluster.mark()
+        a.proc.send_signal(signal.SIGUSR1)
+        frozen_at = float(cluster.wait_for("FREEZE", "a", since=mark)[2])
+        wait_state(a.proc.pid, "T")
+        took_over = float(cluster.wait_for("LEADING", "b", since=mark)[2])
+        assert process_state(a.proc.pid) == "T"  # b did not wait for the frozen writer
+        print(f"takeover from a leader frozen at {step!r}: {took_over - frozen_at:.3f}s")
+        # LD after b saw a's last renewal: the one frozen in its write (if linked) or the one
+        # before it (at most RP earlier); b sees it within its poll period.
+        assert ld - rp - 0.1 <= took_over - frozen_at <= ld + 2.2 * rp + 0.75
+        assert read_lock(cluster.path).holder_identity == "b"
+
+        mark = cluster.mark()
+        a.proc.send_signal(signal.SIGCONT)
+        assert cluster.wait_for("STOPPED", "a", since=mark)[1] == "0"
+        assert cluster.wait_for("LEADER", "a", since=mark) == ["a", "b"]
+        time.sleep(4 * rp)  # a follows now: it must neither work nor take the lock back
+        cluster.drain()
+    finally:
+        cluster.close()
+
+    work = [(f[0], float(f[2])) for kind, f in cluster.history if kind == "WORK"]
+    a_work = [t for who, t in work if who == "a"]
+    b_work = [t for who, t in work if who == "b"]
+    assert a_work
+    assert b_work
+    assert max(a_work) < frozen_at  # nothing after the freeze, nothing after resuming
+    assert min(b_work) >= took_over
+    assert [f[:2] for kind, f in cluster.history if kind == "LEADING"] == [["a", "0"], ["b", "1"]]
+    assert read_lock(cluster.path).holder_identity == "b"
+
+
+@pytest.mark.parametrize("step", ["written", "linked"])
+def test_a_leader_killed_inside_its_write_leaves_a_readable_lock(tmp_path: Path, step: str) -> None:
+    """SIGKILL inside a renewal's write leaves the last record (or the new one) readable, at
+    most a temporary file beside it; the follower takes over once the lease expires."""
+    ld, rp = 2.0, 0.25
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = tmp_path / "leader.json"
+    cluster = Cluster(path, logs)
+    try:
+        a = leader_then_follower(cluster, f"{step}:KILL")
+        mark = cluster.mark()
+        a.proc.send_signal(signal.SIGUSR1)
+        killed_at = float(cluster.wait_for("FREEZE", "a", since=mark)[2])
+        assert a.proc.wait(timeout=5) == -signal.SIGKILL
+        left = read_lock(path)
+        assert left.holder_identity == "a"
+        # Killed before its link, the write left its temporary file; after it, nothing.
+        assert len(temp_files(path)) == (1 if step == "written" else 0)
+        took_over = float(cluster.wait_for("LEADING", "b", since=mark)[2])
+        print(f"takeover from a leader killed at {step!r}: {took_over - killed_at:.3f}s")
+        assert ld - rp - 0.1 <= took_over - killed_at <= ld + 2.2 * rp + 0.75
+        time.sleep(2 * rp)
+    finally:
+        cluster.close()
+    record = read_lock(path)
+    assert (record.holder_identity, record.leader_transitions) == ("b", 1)
+    top = versions(path)
+    assert top == list(range(top[0], top[-1] + 1))
+    assert len(temp_files(path)) == (1 if step == "written" else 0)  # fresh: not collected yet

@@ -9,6 +9,7 @@ import pytest
 
 from aioleader import LeaderElectionRecord, Timing
 from aioleader._record import (
+    UNPARSEABLE_HOLDER,
     format_micro_time,
     format_rfc3339,
     parse_time,
@@ -83,10 +84,19 @@ def test_lease_spec_round_trip_and_unknown_fields_kept() -> None:
     ("spec", "holder", "duration", "transitions"),
     [
         (None, "", None, 0),
-        ("not an object", "", None, 0),
+        # kube-apiserver cannot store these: whoever wrote them is waited out, never overrun.
+        ("not an object", UNPARSEABLE_HOLDER, None, 0),
+        ([], UNPARSEABLE_HOLDER, None, 0),
         ({}, "", None, 0),
         ({"holderIdentity": None, "leaseDurationSeconds": 0}, "", None, 0),
-        ({"holderIdentity": 42, "leaseDurationSeconds": -1, "leaseTransitions": -3}, "", None, 0),
+        (
+            {"holderIdentity": 42, "leaseDurationSeconds": -1, "leaseTransitions": -3},
+            UNPARSEABLE_HOLDER,
+            None,
+            0,
+        ),
+        ({"holderIdentity": [], "leaseDurationSeconds": 7}, UNPARSEABLE_HOLDER, 7, 0),
+        ({"holderIdentity": {}, "leaseTransitions": 4}, UNPARSEABLE_HOLDER, None, 4),
         (
             {"holderIdentity": "x", "leaseDurationSeconds": True, "leaseTransitions": "2"},
             "x",
@@ -94,6 +104,22 @@ def test_lease_spec_round_trip_and_unknown_fields_kept() -> None:
             0,
         ),
         ({"holderIdentity": "x", "leaseDurationSeconds": 15.5}, "x", None, 0),
+        (
+            {"holderIdentity": "x", "leaseDurationSeconds": 15.0, "leaseTransitions": 2.0},
+            "x",
+            15,
+            2,
+        ),
+        ({"holderIdentity": "x", "leaseDurationSeconds": 10**400}, "x", None, 0),
+        ({"holderIdentity": "x", "leaseDurationSeconds": 2**31 - 1}, "x", 2**31 - 1, 0),
+        ({"holderIdentity": "x", "leaseDurationSeconds": 2**31}, "x", None, 0),
+        ({"holderIdentity": "x", "leaseDurationSeconds": float("inf")}, "x", None, 0),
+        ({"holderIdentity": "x", "leaseDurationSeconds": float("nan")}, "x", None, 0),
+        ({"holderIdentity": "x", "leaseDurationSeconds": 1e300}, "x", None, 0),
+        ({"holderIdentity": "x", "leaseDurationSeconds": "15"}, "x", None, 0),  # Lease: no strings
+        ({"holderIdentity": "x", "leaseTransitions": True}, "x", None, 0),
+        ({"holderIdentity": "x", "leaseTransitions": 2**31}, "x", None, 0),
+        ({"holderIdentity": "x", "leaseTransitions": -(10**400)}, "x", None, 0),
     ],
 )
 def test_malformed_lease_specs_read_leniently(
@@ -135,8 +161,56 @@ def test_annotation_from_python_clients_with_string_duration() -> None:
     record = record_from_annotation(text)
     assert record.lease_duration_seconds == 15
     assert record.leader_transitions == 0
-    with pytest.raises(ValueError, match="not a JSON object"):
-        record_from_annotation("[1]")
+    # Not an object: held by somebody we cannot name (the decoder never raises).
+    assert record_from_annotation("[1]") == LeaderElectionRecord(UNPARSEABLE_HOLDER)
+
+
+@pytest.mark.parametrize(
+    ("duration", "expected"),
+    [
+        ("15", 15),
+        (" 15 ", 15),
+        ("0015", 15),
+        ("²", None),  # "²".isdigit() is True, but int("²") raises
+        ("١٥", None),  # Arabic-Indic digits: int() would read 15
+        ("１５", None),  # fullwidth digits
+        ("15s", None),
+        ("-15", None),
+        ("+15", None),
+        ("15.0", None),
+        ("9" * 400, None),
+        ("9" * 5000, None),  # beyond int()'s default digit limit
+        ("2147483647", 2**31 - 1),
+        ("2147483648", None),
+        (True, None),
+        (15.0, 15),
+        (15.5, None),
+        ([15], None),
+        ({"seconds": 15}, None),
+    ],
+)
+def test_annotation_durations(duration: object, expected: int | None) -> None:
+    text = json.dumps({"holderIdentity": "py", "leaseDurationSeconds": duration})
+    assert record_from_annotation(text).lease_duration_seconds == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0000-01-01T00:00:00Z",  # year 0
+        "99999-01-01T00:00:00Z",  # year 99999
+        "9999-12-31T23:59:59-01:00",  # valid locally, past the end of datetime in UTC
+        "0001-01-01T00:00:00+01:00",  # before its start
+        "9999-12-31T23:59:60Z",  # a leap second past the end
+        "２０２６-11-22T03:04:05Z",  # fullwidth digits
+        "2026-11-22T03:04:05Z\nextra",
+        "2026-11-22T03:04:05" + "." + "1" * 10 + "Z",
+        "2026-11-22T03:04:05+24:00",
+        "x" * 100_000,
+    ],
+)
+def test_times_out_of_range_or_not_ascii_read_as_absent(text: str) -> None:
+    assert parse_time(text) is None
 
 
 def test_record_free_when_no_holder() -> None:

@@ -19,6 +19,7 @@ from .._exceptions import LockError
 from .._lock import Lock, Observed
 from .._record import (
     LEADER_ANNOTATION,
+    UNPARSEABLE_HOLDER,
     LeaderElectionRecord,
     record_from_annotation,
     record_to_annotation,
@@ -40,11 +41,6 @@ __all__ = ["UNPARSEABLE_HOLDER", "AnnotationLock", "decode_annotation"]
 
 _API_VERSION: Final = "v1"
 
-#: The holder an annotation lock reports for a leader annotation it cannot read (see
-#: :func:`decode_annotation`). Not a valid Pod name nor any client's identity format, so it never
-#: names a real candidate; a lock refuses it as its own identity.
-UNPARSEABLE_HOLDER: Final = "aioleader/unparseable-record"
-
 
 def _core(api_client: ApiClient) -> Any:
     """The core/v1 API, typed ``Any`` on purpose: with ``_preload_content=False`` its methods return
@@ -65,10 +61,12 @@ def decode_annotation(value: object) -> tuple[LeaderElectionRecord, bytes]:
       read leniently (a garbage time is absent; an invalid duration is ``None``, so the elector
       assumes its own lease duration); fields we do not model are kept in ``extra`` and written
       back.
-    * **Unparseable**: anything else - text that is not JSON, JSON that is not an object, an
-      object without ``holderIdentity`` (no known writer omits it, so an object without it is a
-      format we do not know, not evidence that the lock is free) or with a holder that is not a
-      string. The record then names :data:`UNPARSEABLE_HOLDER`, with no lease duration.
+    * **Unparseable**: anything else - text that is not JSON, JSON that is not an object, a
+      value that is not a string, an object without ``holderIdentity`` (no known writer omits
+      it, so an object without it is a format we do not know, not evidence that the lock is
+      free) or with a holder that is not a string. The record then names
+      :data:`UNPARSEABLE_HOLDER`; an object's other fields are read as usual (so a valid
+      duration counts), anything else carries no lease duration.
 
     Why not free, and why not an error? client-go returns the ``json.Unmarshal`` error, so its
     elector retries forever and a lock once garbled is never taken over: a live-lock. Reading it
@@ -77,36 +75,27 @@ def decode_annotation(value: object) -> tuple[LeaderElectionRecord, bytes]:
     well be renewing it right now. The unparseable record is the middle road: it is held by
     someone we cannot name, and the elector treats it like any other holder's record without a
     valid duration. It is taken over only once the annotation has stayed *exactly the same* (the
-    raw bytes are compared) for the candidate's own lease duration, counted from when it was
-    first observed; a peer that keeps rewriting it is never overrun. The takeover then writes a
+    raw bytes are compared) for the record's lease duration (the candidate's own if it has none),
+    counted from when it was first observed; a peer that keeps rewriting it is never overrun. The takeover then writes a
     well-formed record through the usual compare-and-swap.
 
     ``raw`` is the annotation as stored (UTF-8), so followers detect any change, even one they
-    cannot parse; it is empty for an absent annotation.
+    cannot parse; it is empty for an absent annotation. Never raises, whatever ``value`` is (see
+    :func:`~aioleader._record.record_from_annotation` for how each field is read).
     """
+    record = record_from_annotation(value)
     if value is None:
-        return LeaderElectionRecord(), b""
-    if not isinstance(value, str):
-        # kube-apiserver only stores string annotation values; anything else is corrupt.
-        raw = json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr).encode()
-        return LeaderElectionRecord(holder_identity=UNPARSEABLE_HOLDER), raw
-    raw = value.encode("utf-8", "surrogatepass")
-    if value == "":
-        return LeaderElectionRecord(), raw
+        return record, b""
+    if isinstance(value, str):
+        # surrogatepass: a lone surrogate (a "\ud800" escape decoded by the client) must not
+        # make the bytes of a change unrepresentable.
+        return record, value.encode("utf-8", "surrogatepass")
+    # kube-apiserver only stores string annotation values; anything else is corrupt.
     try:
-        data = json.loads(value)
-    except (ValueError, RecursionError):
-        data = _UNPARSEABLE
-    if data is None:
-        return LeaderElectionRecord(), raw
-    if isinstance(data, dict) and "holderIdentity" in data:
-        holder = data["holderIdentity"]
-        if holder is None or isinstance(holder, str):
-            return record_from_annotation(value), raw
-    return LeaderElectionRecord(holder_identity=UNPARSEABLE_HOLDER), raw
-
-
-_UNPARSEABLE: Final = object()
+        raw = json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+    except (ValueError, TypeError, RecursionError):
+        raw = f"<unencodable {type(value).__name__}>"
+    return record, raw.encode("utf-8", "surrogatepass")
 
 
 class AnnotationLock(Lock):

@@ -285,6 +285,13 @@ def _observed_lease(lease: dict[str, Any], version: str) -> Observed:
     """The record of a Lease (the JSON dict) at ``version``."""
     spec = lease.get("spec")
     # Canonical bytes of the spec as stored, so that any change, even one in a field we do not
-    # model or cannot parse, reads as a change (and a metadata-only change does not).
-    raw = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # model or cannot parse, reads as a change (and a metadata-only change does not). Never
+    # raises: surrogatepass for a lone surrogate that a "\ud800" escape decodes to, and a spec
+    # nested too deep to encode again from here is compared by its type alone (garbage that
+    # deep is not something a conforming writer stores; its record is still read).
+    try:
+        text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        text = f"<unencodable {type(spec).__name__}>"
+    raw = text.encode("utf-8", "surrogatepass")
     return Observed(record=record_from_lease_spec(spec), raw=raw, version=version)

@@ -1,20 +1,30 @@
-"""A lock in a JSON file, for candidates on one host: local development, a single VM.
+"""A lock in a directory of JSON files, for candidates on one host: local development, a single VM.
 
-The file holds the same record as a Kubernetes Lease, in a Lease-shaped document::
+The lock is a directory (``path``) of numbered versions of the record; the highest one is the
+record, each a Lease-shaped document::
 
-    {"apiVersion": "aioleader/v1", "kind": "FileLease",
-     "metadata": {"name": "leader.json", "resourceVersion": "7"},
-     "spec": {"holderIdentity": "web-1", "leaseDurationSeconds": 15, ...}}
+    leader/                              the lock (FileLock creates this directory, not its parent)
+        00000000000000000006.json        older versions, kept for a while, then collected
+        00000000000000000007.json        the record: {"apiVersion": "aioleader/v1",
+                                           "kind": "FileLease", "metadata": {"name": "leader",
+                                           "resourceVersion": "7"}, "spec": {...}}
+        .tmp.3f9a0c1d2e4b                a write in progress (or left by a crash): ignored
 
 Design decisions (the why is in the comments where they are made):
 
-* **Atomic writes.** A write goes to a temporary file in the same directory, is fsynced, replaces
-  the record with :func:`os.replace` (atomic on POSIX), and the directory is fsynced. A crash at
-  any point leaves the old record or the new one, never a torn one; readers need no lock.
-* **Compare-and-swap under** :func:`fcntl.flock` on a separate lock file (``<path>.lock``) that is
-  never replaced. The flock is taken non-blocking and only ever held inside one synchronous
-  stretch of code (read, compare, write), never across an ``await``: no other process can make us
-  wait in a syscall, and cancellation can never leave it held.
+* **No lock is ever held.** The compare-and-swap of version N is the exclusive creation of
+  version N + 1: the new record is written to a temporary file in the directory, fsynced, and
+  hard-linked (:func:`os.link`) to the next version's name, which fails with ``EEXIST`` if
+  another candidate took it first. A link is atomic and shows a complete, durable file or
+  nothing. No candidate ever waits for another, so a candidate stopped (SIGSTOP, a frozen VM
+  thread) or killed at any point of a write cannot stall anybody.
+* **Verified after the link.** A successful link is only a successful write if no higher
+  version exists and the version it was based on is still there (a stale writer may re-create a
+  version that was collected, or the lock may have been deleted): otherwise the write reports
+  :class:`~aioleader.LockConflict` and removes its own file. Readers take the highest version,
+  so such a file was never the record while a higher one existed.
+* **Crash-safe.** A crash at any point leaves the old record or the new one, never a torn one,
+  plus perhaps a temporary file (collected once it is a minute old). Readers need no lock.
 * **Unreadable content is held by an unknown holder.** See :class:`FileLock`.
 """
 
@@ -22,54 +32,55 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
 import secrets
 import socket
 import stat
-from collections.abc import Callable
-from typing import Any, Final, TypeVar
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
 
-import anyio
 import anyio.lowlevel
 
 from .._exceptions import AioleaderError, ElectionError, LockConflict, LockError
 from .._lock import Lock, Observed
-from .._record import LeaderElectionRecord, record_from_lease_spec, record_to_lease_spec
+from .._record import (
+    UNPARSEABLE_HOLDER,
+    LeaderElectionRecord,
+    record_from_lease_spec,
+    record_to_lease_spec,
+)
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: FileLock refuses to be built there
-    fcntl = None  # type: ignore[assignment]
-
-__all__ = ["DEFAULT_TIMEOUT", "MAX_FILE_SIZE", "UNPARSEABLE_HOLDER", "FileLock"]
-
-T = TypeVar("T")
+__all__ = ["KEEP_VERSIONS", "MAX_FILE_SIZE", "UNPARSEABLE_HOLDER", "FileLock"]
 
 API_VERSION: Final = "aioleader/v1"
 KIND: Final = "FileLease"
 
-#: The holder an unreadable file is attributed to. It is never a candidate's identity
-#: (:class:`FileLock` refuses it), so no candidate mistakes such a file for its own lease. The same
-#: value as the annotation locks' ``UNPARSEABLE_HOLDER`` (defined again here because this module
-#: must not import the Kubernetes package), so users see one name for "unreadable" everywhere.
-UNPARSEABLE_HOLDER: Final = "aioleader/unparseable-record"
-
-#: How long a write waits for a busy lock file when called with ``timeout=None``. Never unbounded:
-#: a process stopped (SIGSTOP) while holding the flock must not stall anybody forever.
-DEFAULT_TIMEOUT: Final = 10.0
-
-#: Files larger than this are not lock records (a record is a few hundred bytes). FileLock refuses
-#: them with :class:`~aioleader.ElectionError` rather than overwriting, after a lease duration, what
-#: is more likely a misconfigured path to somebody's data than a torn record.
+#: Files larger than this are not lock records (a record is a few hundred bytes): a version file
+#: that large is read (its first bytes only) as unreadable, held by :data:`UNPARSEABLE_HOLDER`.
 MAX_FILE_SIZE: Final = 64 * 1024
 
-# Retries of a busy flock: a checkpoint first, then 1 ms doubling up to 50 ms. Holders keep it for
-# one read, one small write and two fsyncs, so it is normally free again within milliseconds.
-_FIRST_BACKOFF: Final = 0.001
-_MAX_BACKOFF: Final = 0.05
+#: How many of the newest versions a successful write leaves in place; older ones are removed.
+#: Any number >= 1 is safe (a write that re-creates a removed version is caught by the check after
+#: the link); a few spare versions keep a reader that listed the directory just before a write
+#: from having to list it again.
+KEEP_VERSIONS: Final = 4
+
+# A temporary file this old (wall clock, seconds) is a crashed write's leftover and is removed by
+# the next successful write. Removing one that is still in use costs its writer a transient
+# LockError (its link fails), never safety.
+_TEMP_MAX_AGE: Final = 60.0
+
+# How often a read lists the directory again when the highest version vanished under it
+# (collected by a concurrent write) before it reports a transient LockError.
+_READ_ATTEMPTS: Final = 8
+
+_WIDTH: Final = 20  # digits of a version's file name: sorts by name, holds any int64 counter
+_VERSION_NAME: Final = re.compile(r"([0-9]{20})\.json")
+_TEMP_PREFIX: Final = ".tmp."
 
 # OS errors that retrying cannot fix: the path or its directory is wrong, or we may not use it.
 # Everything else (ENOSPC, EIO, EDQUOT, ...) is transient: the elector retries it until the renew
@@ -84,10 +95,15 @@ _FATAL_ERRNOS: Final = frozenset(
         errno.EISDIR,
         errno.ELOOP,
         errno.ENAMETOOLONG,
+        errno.EMLINK,
+        errno.EXDEV,
+        errno.ENOTSUP,
+        errno.EOPNOTSUPP,
+        errno.ENOSYS,
     }
 )
 
-_VERSION: Final = re.compile(r"[0-9]{1,18}")
+FileId = tuple[int, int]  # (st_dev, st_ino): which file a name pointed to
 
 
 def default_identity() -> str:
@@ -97,111 +113,127 @@ def default_identity() -> str:
     return os.environ.get("POD_NAME", "") or f"{socket.gethostname()}_{os.getpid()}"
 
 
-def _parse(data: bytes) -> tuple[dict[str, Any], int] | None:
-    """The document and its resourceVersion, or ``None`` if ``data`` is not a FileLease record."""
+def version_name(version: int) -> str:
+    """The file name of a version of the record (``00000000000000000007.json``)."""
+    return f"{version:0{_WIDTH}d}.json"
+
+
+def _parse(data: bytes, version: int) -> dict[str, Any] | None:
+    """The document in a version file, or ``None`` if ``data`` is not a FileLease record of
+    that version. Never raises."""
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, nesting, huge integers
         return None
     if not isinstance(doc, dict) or doc.get("kind") != KIND or doc.get("apiVersion") != API_VERSION:
         return None
     metadata = doc.get("metadata")
-    spec = doc.get("spec")
-    if not isinstance(metadata, dict) or not isinstance(spec, dict):
+    if not isinstance(metadata, dict) or not isinstance(doc.get("spec"), dict):
         return None
-    version = metadata.get("resourceVersion")
-    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+    # The name is the version; content that disagrees was not written by a FileLock.
+    if metadata.get("resourceVersion") != str(version):
         return None
-    return doc, int(version)
+    return doc
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """One version of the record as read or written: the compare-and-swap operand."""
+
+    version: int
+    data: bytes
+    file: FileId
+    directory: FileId
+    doc: dict[str, Any] | None  # None: unreadable content
 
 
 class FileLock(Lock):
-    """A leader election lock in a file, for candidates that share a filesystem on one host.
+    """A leader election lock in a directory of files, for candidates sharing one host.
 
     Synopsis::
 
-        lock = FileLock("/run/myapp/leader.json")       # identity: $POD_NAME or host_pid
+        lock = FileLock("/run/myapp/leader")        # identity: $POD_NAME or host_pid
         async with elect(lock) as leadership:
             ...
 
-    ``path`` is made absolute (against the current directory) when the lock is built. Its directory
-    must exist and be writable: FileLock does not create directories, because a typo in a path
-    should fail loudly rather than quietly give each process its own lock. Next to the record,
-    ``<path>.lock`` is created and kept for the flock (never delete it while candidates run), and
-    writes pass through short-lived ``.<name>.<random>.tmp`` files; a crash can leave one behind,
-    which is ignored and may be deleted. ``path`` should not be a symlink: writes replace the link
-    itself.
+    ``path`` is made absolute (against the current directory) when the lock is built. It names a
+    directory that FileLock creates on the first write and that holds the record's versions
+    (see :mod:`aioleader.locks._file`); its *parent* must exist and be writable: FileLock does not
+    create it, because a typo in a path should fail loudly rather than quietly give each process
+    its own lock. Never put anything else in that directory, and do not delete it while
+    candidates run (a deletion is noticed as one, like a deleted Lease).
 
-    Semantics are those of a Lease: ``get`` returns ``None`` for a missing file; ``create`` fails
-    with :class:`~aioleader.LockConflict` if the file exists (whatever it holds); ``update`` is a
-    compare-and-swap against what this handle last read or wrote and fails with
-    :class:`~aioleader.LockConflict` if anything changed since. ``metadata.resourceVersion`` is
-    a counter incremented by every write. The comparison is of the file's whole content (which
-    includes the version) rather than the version alone, so it stays exact for unreadable files.
+    Semantics are those of a Lease: ``get`` returns ``None`` while no version exists; ``create``
+    fails with :class:`~aioleader.LockConflict` if one does (whatever it holds); ``update`` is a
+    compare-and-swap against the version this handle last read or wrote and fails with
+    :class:`~aioleader.LockConflict` if anybody wrote since. ``metadata.resourceVersion`` is the
+    version's number, incremented by every write.
 
-    **Unreadable files** (empty, torn, not JSON, JSON that is not a FileLease record - written by
-    something else, or left by a filesystem that lost data in a crash) must neither make two leaders
-    nor jam the lock. ``get`` reads one as held by :data:`UNPARSEABLE_HOLDER` with no lease duration,
-    so the elector treats it like any other holder whose duration is unknown: it waits its *own*
-    lease duration from the moment it first saw that content (a change of content restarts the
-    wait), then takes it over. The version of such a file is ``unreadable:sha256:<digest>``, and
-    the takeover is a compare-and-swap on that content hash: of several candidates only the first
-    succeeds. The counter then restarts above the highest version this handle has seen; since
-    the swap compares content, a counter that repeats can never make a stale write succeed. Files
-    larger than :data:`MAX_FILE_SIZE` are not taken over: they raise :class:`~aioleader.ElectionError`.
+    **Nothing can stall it.** No candidate holds a lock or waits for another: the swap is the
+    exclusive creation of the next version (a hard link), so a candidate stopped (SIGSTOP) or
+    killed in the middle of a write leaves at most an unused temporary file, and the others go on
+    at once. If it was the leader, it simply stops renewing: the others take over once its lease
+    expires, and when it resumes, its write fails with :class:`~aioleader.LockConflict`.
+
+    **Unreadable versions** (empty, not JSON, JSON that is not a FileLease record of that
+    version, not a regular file, larger than :data:`MAX_FILE_SIZE` - written by something else,
+    or left by a filesystem that lost data in a crash) must neither make two leaders nor jam the
+    lock. ``get`` reads one as held by :data:`UNPARSEABLE_HOLDER` with no lease duration, so the
+    elector treats it like any other holder whose duration is unknown: it waits its *own* lease
+    duration from the moment it first saw that content (a change restarts the wait), then takes
+    it over by writing the next version. A readable record whose ``holderIdentity`` is not a
+    string is held by :data:`UNPARSEABLE_HOLDER` too, never free; other garbage fields are read
+    as absent (see :mod:`aioleader._record`).
 
     **Errors.** A path we may not use (permission denied, read-only filesystem, a missing parent
-    directory, a directory or a non-regular file where the record or lock file should be) raises
-    :class:`~aioleader.ElectionError` naming the path and the OS error; other OS errors (disk full,
-    I/O errors) and a lock file busy for longer than the request's ``timeout`` raise
-    :class:`~aioleader.LockError`, which the elector retries.
+    directory, a file where the lock's directory should be, a filesystem without hard links)
+    raises :class:`~aioleader.ElectionError` naming the path and the OS error; other OS errors
+    (disk full, I/O errors) raise :class:`~aioleader.LockError`, which the elector retries.
 
-    **Blocking.** File I/O is synchronous, on purpose: a record is a few hundred bytes, the flock is
-    never waited for in a syscall, and a thread per request would both cost more than the I/O and
-    make fake clocks (looptime, trio's ``MockClock``) jump past requests that are still running. The
-    one call that can take long is ``fsync`` on a struggling disk. It stalls the event loop, so it
-    cannot extend leadership either: a renewal counts from its send time, and leader work on the
-    loop cannot run while it is stalled.
+    **Blocking.** File I/O is synchronous, on purpose: a record is a few hundred bytes, nothing
+    ever waits for another process, and a thread per request would both cost more than the I/O
+    and make fake clocks (looptime, trio's ``MockClock``) jump past requests that are still
+    running; ``timeout`` is accepted for the :class:`~aioleader.Lock` interface and has nothing
+    to bound. The one call that can take long is ``fsync`` on a struggling disk. It stalls the
+    event loop, so it cannot extend leadership either: a renewal counts from its send time, and
+    leader work on the loop cannot run while it is stalled.
 
-    Works on every anyio backend, on Linux and other POSIX systems (``flock`` excludes between
-    open files, so two candidates in one process exclude each other too). Meant for local
-    filesystems: do not share a FileLock across hosts over NFS.
+    Works on every anyio backend, on Linux and other POSIX systems with hard links (two
+    candidates in one process exclude each other too). Meant for local filesystems: do not share
+    a FileLock across hosts over NFS.
     """
 
     def __init__(self, path: str | os.PathLike[str], identity: str | None = None) -> None:
-        if fcntl is None:  # pragma: no cover - Windows
-            raise ValueError("FileLock needs fcntl.flock (POSIX); it is not available here")
+        if os.name != "posix":  # pragma: no cover - Windows
+            raise ValueError("FileLock needs a POSIX filesystem (hard links, dir_fd)")
         if identity is None:
             identity = default_identity()
         if not isinstance(identity, str) or not identity:
             raise ValueError(f"identity must be a non-empty string, got {identity!r}")
         if identity == UNPARSEABLE_HOLDER:
-            raise ValueError(f"identity {identity!r} is reserved for unreadable lock files")
+            raise ValueError(f"identity {identity!r} is reserved for unreadable lock records")
         raw_path = os.fspath(path)
         if not isinstance(raw_path, str) or not raw_path:
             raise ValueError(f"path must be a non-empty str or os.PathLike[str], got {path!r}")
         self._path = os.path.abspath(raw_path)
-        self._dir = os.path.dirname(self._path)
-        self._lock_path = self._path + ".lock"
+        self._parent = os.path.dirname(self._path)
         self._identity = identity
-        # The file's exact bytes as this handle last read or wrote them: the compare-and-swap
-        # operand. (The next write is based on the document read under the flock, which is equal
-        # to it when the swap succeeds, so fields we do not model survive.)
-        self._cached: bytes | None = None
-        self._highest_version = 0
+        # The version this handle last read or wrote: the compare-and-swap operand, and (its
+        # document) the base of the next write, so that fields we do not model survive.
+        self._cached: _Snapshot | None = None
+        # Private test hook (tests/_file_lock_candidate.py, tests/test_file_lock.py): called with
+        # the name of each step of a write - "written" (the new version is complete and fsynced
+        # in a temporary file, not yet linked) and "linked" (it is visible, not yet verified) -
+        # so that tests can stop, kill or race a writer exactly there.
+        self._test_hook: Callable[[str], None] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, identity={self._identity!r})"
 
     @property
     def path(self) -> str:
-        """The absolute path of the record file."""
+        """The absolute path of the lock's directory."""
         return self._path
-
-    @property
-    def lock_path(self) -> str:
-        """The absolute path of the file that is flocked around every write."""
-        return self._lock_path
 
     @property
     def identity(self) -> str:
@@ -213,109 +245,142 @@ class FileLock(Lock):
     # -- Lock ------------------------------------------------------------------------------------
 
     async def get(self, *, timeout: float | None = None) -> Observed | None:
-        """Read the record; ``None`` if the file does not exist. Caches it for :meth:`update`.
-
-        Takes no lock: writes replace the file atomically, so a read sees one whole version.
-        """
+        """Read the highest version; ``None`` if there is none. Caches it for :meth:`update`."""
         await anyio.lowlevel.checkpoint()
-        data = self._read()
-        if data is None:
-            self._cached = None
-            return None
-        return self._observe(data)
+        with self._directory(create=False) as directory:
+            snapshot = None if directory is None else self._snapshot(directory)
+        self._cached = snapshot
+        return None if snapshot is None else _observed(snapshot)
 
     async def create(
         self, record: LeaderElectionRecord, *, timeout: float | None = None
     ) -> Observed:
-        """Create the file holding ``record``; :class:`~aioleader.LockConflict` if it exists."""
+        """Write ``record`` as version 1; :class:`~aioleader.LockConflict` if any version exists."""
         await anyio.lowlevel.checkpoint()
-
-        def create() -> Observed:
-            if self._read() is not None:
+        with self._directory(create=True) as directory:
+            assert directory is not None
+            if self._versions(directory):
                 raise LockConflict(f"{self.describe()} already exists")
-            doc = {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "metadata": {"name": os.path.basename(self._path)},
-            }
-            return self._write(doc, record, 1)
-
-        return await self._exclusive(create, timeout)
+            return self._write(directory, self._new_document(), record, 1, base=None)
 
     async def update(
         self, record: LeaderElectionRecord, *, timeout: float | None = None
     ) -> Observed:
-        """Replace the record if the file still holds exactly what this handle last read or wrote.
+        """Write ``record`` as the next version if the version this handle last read or wrote is
+        still the highest.
 
-        Raises :class:`~aioleader.LockConflict` if it changed or was deleted, and
-        :class:`~aioleader.LockError` if nothing is cached yet.
+        Raises :class:`~aioleader.LockConflict` if anybody wrote since or the lock was deleted,
+        and :class:`~aioleader.LockError` if nothing is cached yet.
         """
         await anyio.lowlevel.checkpoint()
-        if self._cached is None:
+        base = self._cached
+        if base is None:
             raise LockError(f"{self.describe()}: update before get or create")
-        expected = self._cached
-
-        def update() -> Observed:
-            current = self._read()
-            if current is None:
+        with self._directory(create=False) as directory:
+            if directory is None or _file_id(os.fstat(directory)) != base.directory:
                 raise LockConflict(f"{self.describe()} was deleted")
-            if current != expected:
-                raise LockConflict(
-                    f"{self.describe()} was modified (version {_version_of(expected)} is stale, "
-                    f"now {_version_of(current)})"
-                )
-            parsed = _parse(current)
-            if parsed is None:
-                # Taking over an unreadable file: its counter is lost. Restart above anything this
-                # handle has seen; the content comparison above is what makes the swap safe.
-                doc: dict[str, Any] = {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
-                    "metadata": {"name": os.path.basename(self._path)},
-                }
-                version = self._highest_version + 1
-            else:
-                doc, version = parsed[0], parsed[1] + 1
-            return self._write(doc, record, version)
+            self._check_base(directory, base)
+            doc = base.doc if base.doc is not None else self._new_document()
+            return self._write(directory, doc, record, base.version + 1, base=base)
 
-        return await self._exclusive(update, timeout)
+    # -- reading ---------------------------------------------------------------------------------
 
-    # -- internals -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _directory(self, *, create: bool) -> Iterator[int | None]:
+        """The lock directory's descriptor (``None`` if it does not exist), closed on exit.
 
-    def _fatal(self, exc: OSError, action: str) -> AioleaderError:
-        """Translate an OS error at the boundary: fatal for a path we cannot use, else transient."""
-        detail = f"{self.describe()}: cannot {action}: {exc}"
-        if exc.errno == errno.ENOENT:
-            # A missing directory is a configuration error; a file that vanished in between (say,
-            # our temp file removed by a cleanup job) is not.
-            if os.path.isdir(self._dir):
-                return LockError(detail)
-            detail += f" (the directory {self._dir} does not exist; FileLock does not create it)"
-        if exc.errno in _FATAL_ERRNOS:
-            return ElectionError(detail)
-        return LockError(detail)
-
-    def _read(self) -> bytes | None:
-        """The file's bytes, or ``None`` if it does not exist."""
+        Every name is then resolved against that descriptor, so a directory deleted or replaced
+        during an operation cannot mix two directories' versions in one decision."""
+        if create:
+            try:
+                # 0o777 & ~umask: candidates of other users in the same group can share it.
+                os.mkdir(self._path, 0o777)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise self._fatal(exc, "create the lock directory") from exc
+        fd = self._open_directory()
         try:
-            # O_NONBLOCK: opening a FIFO put at our path must not hang the event loop.
-            fd = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            yield fd
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _open_directory(self) -> int | None:
+        try:
+            return os.open(self._path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
-            if not os.path.isdir(self._dir):
-                raise self._fatal(exc, "read the lock file") from exc
+            if not os.path.isdir(self._parent):
+                raise self._fatal(exc, "read the lock") from exc
+            return None
+        except NotADirectoryError as exc:
+            if os.path.isdir(self._parent):
+                raise ElectionError(
+                    f"{self.describe()}: {self._path} is not a directory. FileLock keeps its "
+                    "record as numbered versions in a directory at this path; whatever is there "
+                    "(an older aioleader's lock file, somebody's data) is never touched: remove "
+                    "it or choose another path"
+                ) from exc
+            raise self._fatal(exc, "read the lock") from exc
+        except OSError as exc:
+            raise self._fatal(exc, "read the lock") from exc
+
+    def _versions(self, directory: int) -> list[int]:
+        """The versions in the directory, ascending."""
+        try:
+            names = os.listdir(directory)
+        except OSError as exc:
+            raise self._fatal(exc, "list the lock directory") from exc
+        return sorted(int(m.group(1)) for m in map(_VERSION_NAME.fullmatch, names) if m)
+
+    def _snapshot(self, directory: int) -> _Snapshot | None:
+        """The highest version, or ``None`` if there is none."""
+        directory_id = _file_id(os.fstat(directory))
+        for _ in range(_READ_ATTEMPTS):
+            versions = self._versions(directory)
+            if not versions:
+                return None
+            content = self._read_version(directory, versions[-1])
+            if content is not None:
+                data, file = content
+                doc = _parse(data, versions[-1])
+                return _Snapshot(versions[-1], data, file, directory_id, doc)
+            # Collected (or deleted) between the listing and the open: list again.
+        raise LockError(
+            f"{self.describe()}: the newest version vanished {_READ_ATTEMPTS} times while "
+            "being read"
+        )
+
+    def _read_version(self, directory: int, version: int) -> tuple[bytes, FileId] | None:
+        """A version file's bytes (at most :data:`MAX_FILE_SIZE` + 1 of them) and identity, or
+        ``None`` if it does not exist (any more). What is not a readable regular file is
+        returned as a marker that :func:`_parse` cannot read."""
+        name = version_name(version)
+        try:
+            info = os.stat(name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
             return None
         except OSError as exc:
-            raise self._fatal(exc, "read the lock file") from exc
+            raise self._fatal(exc, f"read {name}") from exc
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_SIZE:
+            # Never a record: unreadable, and waited out like any unreadable content.
+            marker = f"<{name}: mode {info.st_mode:o}, {info.st_size} bytes>"
+            return marker.encode(), _file_id(info)
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-                raise ElectionError(f"{self.describe()}: {self._path} is {kind}")
-            if info.st_size > MAX_FILE_SIZE:
-                raise ElectionError(
-                    f"{self.describe()}: {self._path} holds {info.st_size} bytes, more than a lock "
-                    f"record ever does ({MAX_FILE_SIZE}); refusing to use it as a lock file"
-                )
+            # O_NOFOLLOW and O_NONBLOCK: a symlink or FIFO swapped in after the stat must neither
+            # be followed nor hang the event loop.
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, dir_fd=directory)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return f"<{name}: a symlink>".encode(), _file_id(info)
+            raise self._fatal(exc, f"read {name}") from exc
+        try:
+            opened = os.fstat(fd)
+            if _file_id(opened) != _file_id(info) or not stat.S_ISREG(opened.st_mode):
+                return None  # replaced between stat and open: list again
             chunks: list[bytes] = []
             size = 0
             while size <= MAX_FILE_SIZE:
@@ -324,151 +389,222 @@ class FileLock(Lock):
                     break
                 chunks.append(chunk)
                 size += len(chunk)
-            return b"".join(chunks)
+            data = b"".join(chunks)
         except OSError as exc:
-            raise self._fatal(exc, "read the lock file") from exc
+            raise self._fatal(exc, f"read {name}") from exc
         finally:
             os.close(fd)
+        if len(data) > MAX_FILE_SIZE:
+            return f"<{name}: more than {MAX_FILE_SIZE} bytes>".encode(), _file_id(opened)
+        return data, _file_id(opened)
 
-    def _observe(self, data: bytes) -> Observed:
-        """Cache ``data`` as the compare-and-swap operand and decode it for the elector."""
-        self._cached = data
-        parsed = _parse(data)
-        if parsed is None:
-            return Observed(
-                record=LeaderElectionRecord(holder_identity=UNPARSEABLE_HOLDER),
-                raw=data,
-                version=_version_of(data),
+    def _check_base(self, directory: int, base: _Snapshot) -> None:
+        """Raise :class:`LockConflict` unless ``base`` is still the highest version, unchanged.
+
+        An early exit only (a stale handle need not write a temporary file to learn it lost):
+        what makes the swap safe is the exclusive link and the check after it."""
+        versions = self._versions(directory)
+        newest = versions[-1] if versions else None
+        if newest is not None and newest > base.version:
+            raise LockConflict(
+                f"{self.describe()} was modified (version {base.version} is stale, now {newest})"
             )
-        doc, version = parsed
-        self._highest_version = max(self._highest_version, version)
-        spec = doc["spec"]
-        return Observed(
-            record=record_from_lease_spec(spec),
-            # The record alone (not the version), as MemoryLock and LeaseLock report it.
-            raw=json.dumps(spec, sort_keys=True, separators=(",", ":")).encode(),
-            version=str(version),
-        )
+        # The same file with the same bytes: a foreign writer may rewrite a version in place.
+        current = self._read_version(directory, base.version)
+        if current is None:
+            raise LockConflict(f"{self.describe()} was deleted (version {base.version} is gone)")
+        if current != (base.data, base.file):
+            raise LockConflict(
+                f"{self.describe()} was modified (version {base.version} was rewritten)"
+            )
 
-    def _write(self, base: dict[str, Any], record: LeaderElectionRecord, version: int) -> Observed:
-        """Atomically replace the file with ``base`` carrying ``record`` as version ``version``.
-
-        Called with the flock held. Temp file, fsync, rename, fsync of the directory: after a crash
-        the path holds the old record or the new one, and once this returns the new one is durable.
-        """
-        metadata = dict(base.get("metadata") or {})
-        metadata["resourceVersion"] = str(version)
-        doc = {**base, "metadata": metadata, "spec": record_to_lease_spec(record)}
-        data = (json.dumps(doc, indent=2) + "\n").encode()
-        tmp = os.path.join(self._dir, f".{os.path.basename(self._path)}.{secrets.token_hex(6)}.tmp")
+    def _file_of(self, directory: int, version: int) -> FileId | None:
         try:
-            # 0o666 & ~umask, like any new file: mkstemp's 0o600 would lock out candidates that
-            # run as other users in the same group.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            return _file_id(os.stat(version_name(version), dir_fd=directory, follow_symlinks=False))
+        except FileNotFoundError:
+            return None
         except OSError as exc:
-            raise self._fatal(exc, f"write the lock file (creating {tmp})") from exc
+            raise self._fatal(exc, f"read {version_name(version)}") from exc
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _new_document(self) -> dict[str, Any]:
+        return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": _name(self._path)}}
+
+    def _write(
+        self,
+        directory: int,
+        base_doc: dict[str, Any],
+        record: LeaderElectionRecord,
+        version: int,
+        *,
+        base: _Snapshot | None,
+    ) -> Observed:
+        """Create ``version`` holding ``record``: temp file, fsync, exclusive link, verification.
+
+        ``base`` is the version the write is based on (``None`` for a create).
+        """
+        if version >= 10**_WIDTH:
+            raise ElectionError(f"{self.describe()}: the version counter is exhausted")
+        metadata = dict(base_doc.get("metadata") or {})
+        metadata["resourceVersion"] = str(version)
+        doc = {**base_doc, "metadata": metadata, "spec": record_to_lease_spec(record)}
+        data = (json.dumps(doc, indent=2) + "\n").encode()
+        name = version_name(version)
+        temp, mine = self._write_temp(directory, data)
+        try:
+            self._hook("written")
+            try:
+                os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
+            except FileExistsError:
+                if base is None:
+                    raise LockConflict(f"{self.describe()} already exists") from None
+                raise LockConflict(
+                    f"{self.describe()} was modified (version {base.version} is stale, "
+                    f"{version} was written by somebody else)"
+                ) from None
+            except FileNotFoundError as exc:
+                if self._replaced(directory):
+                    raise LockConflict(f"{self.describe()} was deleted") from exc
+                # Our temporary file was removed (a cleanup job, or another candidate that
+                # took it for a crashed write's leftover): transient.
+                raise LockError(f"{self.describe()}: cannot write {name}: {exc}") from exc
+            except OSError as exc:
+                hint = " (FileLock needs a filesystem with hard links)" if _no_links(exc) else ""
+                raise self._fatal(exc, f"write {name}{hint}") from exc
+        finally:
+            with contextlib.suppress(OSError):  # the version keeps the inode; a leftover is
+                os.unlink(temp, dir_fd=directory)  # collected later anyway
+        self._hook("linked")
+        versions = self._verify(directory, version, mine, base)
+        snapshot = _Snapshot(version, data, mine, _file_id(os.fstat(directory)), doc)
+        # The link is visible from here on: cache it even if the directory fsync fails, as a
+        # reply that got lost (the elector then finds its own write on the slow path).
+        self._cached = snapshot
+        self._fsync(directory)
+        self._collect(directory, version, versions)
+        return _observed(snapshot)
+
+    def _write_temp(self, directory: int, data: bytes) -> tuple[str, FileId]:
+        """A new temporary file in the directory holding ``data``, fsynced: its name and id."""
+        temp = f"{_TEMP_PREFIX}{secrets.token_hex(6)}"
+        try:
+            # 0o666 & ~umask, like any new file: 0o600 would lock out candidates that run as
+            # other users in the same group.
+            fd = os.open(
+                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=directory
+            )
+        except OSError as exc:
+            raise self._fatal(exc, f"write the lock (creating {temp})") from exc
         try:
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                # Durable before its name can appear: a crash never exposes a torn version.
                 os.fsync(fd)
+                file = _file_id(os.fstat(fd))
             finally:
                 os.close(fd)
-            os.replace(tmp, self._path)
         except OSError as exc:
-            with contextlib.suppress(OSError):  # a leftover temp file is ignored by readers
-                os.unlink(tmp)
-            raise self._fatal(exc, "write the lock file") from exc
-        # The replace is visible from here on: cache it even if the directory fsync fails, as a
-        # reply that got lost (the elector then finds its own write on the slow path).
-        observed = self._observe(data)
-        self._fsync_dir()
-        return observed
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=directory)
+            raise self._fatal(exc, "write the lock") from exc
+        return temp, file
 
-    def _fsync_dir(self) -> None:
+    def _verify(
+        self, directory: int, version: int, mine: FileId, base: _Snapshot | None
+    ) -> list[int]:
+        """After the link: the write counts only if ``version`` is still ours, nothing higher
+        exists and the base is still in place. Otherwise remove our file and raise
+        :class:`LockConflict`. Returns the listing it checked."""
+        versions = self._versions(directory)
+        ours = self._file_of(directory, version) == mine
+        problem = None
+        if not ours:
+            problem = f"version {version} vanished right after it was written"
+        elif versions and versions[-1] > version:
+            problem = f"version {version} was superseded by {versions[-1]} (a stale write)"
+        elif base is None and versions != [version]:
+            problem = "other versions appeared (a concurrent create)"
+        elif base is not None and self._file_of(directory, base.version) != base.file:
+            problem = f"version {base.version} was deleted during the write"
+        if problem is None:
+            return versions
+        # Remove our version if it is still ours: it may be the highest where the lock was
+        # deleted, and must not then read as a record nobody holds a term for.
+        if ours:
+            with contextlib.suppress(OSError):
+                os.unlink(version_name(version), dir_fd=directory)
+        raise LockConflict(f"{self.describe()}: {problem}")
+
+    def _replaced(self, directory: int) -> bool:
+        """Whether the path no longer names the directory we hold open (deleted or replaced)."""
         try:
-            fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise self._fatal(exc, f"open the directory {self._dir}") from exc
+            current = _file_id(os.stat(self._path))
+        except OSError:
+            return True
+        return current != _file_id(os.fstat(directory))
+
+    def _fsync(self, directory: int) -> None:
         try:
-            os.fsync(fd)
+            os.fsync(directory)
         except OSError as exc:
-            # Some filesystems cannot fsync a directory; the rename is as durable as they allow.
+            # Some filesystems cannot fsync a directory; the link is as durable as they allow.
             if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-                raise self._fatal(exc, f"fsync the directory {self._dir}") from exc
-        finally:
-            os.close(fd)
+                raise self._fatal(exc, f"fsync the directory {self._path}") from exc
 
-    def _try_flock(self) -> int | None:
-        """The flocked lock file's descriptor, or ``None`` if another open file holds it."""
-        assert fcntl is not None
+    def _collect(self, directory: int, version: int, versions: list[int]) -> None:
+        """Best effort: remove versions older than the newest :data:`KEEP_VERSIONS` and stale
+        temporary files. Never fails a write that succeeded."""
+        for old in versions:
+            if old <= version - KEEP_VERSIONS:
+                with contextlib.suppress(OSError):
+                    os.unlink(version_name(old), dir_fd=directory)
         try:
-            # Read-only is enough for flock, and works when another user created the lock file;
-            # O_NONBLOCK so that a FIFO in its place cannot hang the event loop.
-            flags = os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
-            fd = os.open(self._lock_path, flags, 0o666)
-        except OSError as exc:
-            raise self._fatal(exc, f"open {self._lock_path}") from exc
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise ElectionError(f"{self.describe()}: {self._lock_path} is not a regular file")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return None
-            # If somebody deleted the lock file while we waited, we flocked an orphan that nobody
-            # else will ever open; count that as busy and open the path again.
-            try:
-                current = os.stat(self._lock_path)
-            except FileNotFoundError:
-                current = None
-            if current is None or (current.st_dev, current.st_ino) != (info.st_dev, info.st_ino):
-                os.close(fd)
-                return None
-        except OSError as exc:
-            os.close(fd)
-            raise self._fatal(exc, f"flock {self._lock_path}") from exc
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+            names = [n for n in os.listdir(directory) if n.startswith(_TEMP_PREFIX)]
+        except OSError:
+            return
+        cutoff = time.time() - _TEMP_MAX_AGE
+        for name in names:
+            with contextlib.suppress(OSError):
+                if os.stat(name, dir_fd=directory, follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(name, dir_fd=directory)
 
-    async def _exclusive(self, action: Callable[[], T], timeout: float | None) -> T:
-        """Run ``action`` (synchronous) holding the flock, retrying a busy lock file until
-        ``timeout`` has passed, then :class:`~aioleader.LockError`.
+    def _hook(self, step: str) -> None:
+        if self._test_hook is not None:
+            self._test_hook(step)
 
-        The flock is taken and released within one synchronous stretch, so it is never held across
-        a checkpoint: cancellation cannot leave it held, and other tasks never find it held by us.
-        """
-        budget = DEFAULT_TIMEOUT if timeout is None else max(0.0, float(timeout))
-        deadline = anyio.current_time() + budget
-        delay = 0.0
-        last = False
-        while True:
-            fd = self._try_flock()
-            if fd is not None:
-                try:
-                    return action()
-                finally:
-                    os.close(fd)  # closing the descriptor releases the flock
-            remaining = deadline - anyio.current_time()
-            if last or remaining <= 0:
-                raise LockError(
-                    f"{self.describe()}: {self._lock_path} stayed locked by another process "
-                    f"for {budget:g}s"
-                )
-            if delay >= remaining:
-                delay, last = remaining, True  # one final attempt exactly at the deadline
-            await anyio.sleep(delay)
-            delay = min(max(2 * delay, _FIRST_BACKOFF), _MAX_BACKOFF)
+    def _fatal(self, exc: OSError, action: str) -> AioleaderError:
+        """Translate an OS error at the boundary: fatal for a path we cannot use, else transient."""
+        detail = f"{self.describe()}: cannot {action}: {exc}"
+        if exc.errno == errno.ENOENT:
+            # A missing parent directory is a configuration error; a file that vanished in
+            # between (say, our temp file removed by a cleanup job) is not.
+            if os.path.isdir(self._parent):
+                return LockError(detail)
+            detail += f" (the directory {self._parent} does not exist; FileLock does not create it)"
+        if exc.errno in _FATAL_ERRNOS:
+            return ElectionError(detail)
+        return LockError(detail)
 
 
-def _version_of(data: bytes) -> str:
-    """The version a file's content reports: its resourceVersion, or a hash if unreadable."""
-    parsed = _parse(data)
-    if parsed is not None:
-        return str(parsed[1])
-    return f"unreadable:sha256:{hashlib.sha256(data).hexdigest()}"
+def _observed(snapshot: _Snapshot) -> Observed:
+    """What the elector sees of a version: the record, the file's exact bytes, its number."""
+    if snapshot.doc is None:
+        record = LeaderElectionRecord(holder_identity=UNPARSEABLE_HOLDER)
+    else:
+        record = record_from_lease_spec(snapshot.doc["spec"])
+    return Observed(record=record, raw=snapshot.data, version=str(snapshot.version))
+
+
+def _file_id(info: os.stat_result) -> FileId:
+    return (info.st_dev, info.st_ino)
+
+
+def _name(path: str) -> str:
+    return os.path.basename(path) or path
+
+
+def _no_links(exc: OSError) -> bool:
+    return exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)

@@ -13,7 +13,12 @@ import anyio.lowlevel
 
 from .._exceptions import LockConflict, LockError
 from .._lock import Lock, Observed
-from .._record import LeaderElectionRecord, record_from_lease_spec, record_to_lease_spec
+from .._record import (
+    UNPARSEABLE_HOLDER,
+    LeaderElectionRecord,
+    record_from_lease_spec,
+    record_to_lease_spec,
+)
 
 __all__ = ["MemoryLock"]
 
@@ -105,7 +110,21 @@ class MemoryLock(Lock):
     def peek(self) -> LeaderElectionRecord | None:
         """The current record, without a checkpoint (for assertions in tests)."""
         raw = self._slot.raw
-        return None if raw is None else record_from_lease_spec(json.loads(raw))
+        return None if raw is None else _decode(raw)
+
+    def put_raw(self, spec: object) -> bytes:
+        """Store ``spec`` (any JSON value) as the record, as written by some other client, and
+        notify watchers: a write by nobody's handle, so every cached version is stale after it.
+
+        For tests of records no aioleader candidate writes: a null or non-object spec, a holder
+        that is not a string, a 400-digit duration. Returns the stored bytes (``Observed.raw``).
+        """
+        raw = json.dumps(spec, sort_keys=True).encode("utf-8", "surrogatepass")
+        self._slot.raw = raw
+        self._slot.version += 1
+        self._slot.writes += 1
+        self._slot.changed()
+        return raw
 
     def _observed(self) -> Observed:
         assert self._slot.raw is not None
@@ -213,5 +232,13 @@ class MemoryLock(Lock):
             slot.watchers.discard(watcher)
 
 
+def _decode(raw: bytes) -> LeaderElectionRecord:
+    try:
+        spec = json.loads(raw)
+    except (ValueError, RecursionError):  # only put_raw() can store such a spec
+        return LeaderElectionRecord(holder_identity=UNPARSEABLE_HOLDER)
+    return record_from_lease_spec(spec)
+
+
 def _observed(raw: bytes, version: int) -> Observed:
-    return Observed(record=record_from_lease_spec(json.loads(raw)), raw=raw, version=str(version))
+    return Observed(record=_decode(raw), raw=raw, version=str(version))

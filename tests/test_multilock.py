@@ -122,7 +122,7 @@ def test_construction_is_checked() -> None:
     assert lock.describe() == "memory/primary+memory/secondary"
     assert repr(lock).startswith("MultiLock(<")
     assert isinstance(lock, Lock)
-    assert not lock.supports_watch
+    assert lock.supports_watch  # both MemoryLocks have watch cursors
 
 
 @pytest.mark.anyio

@@ -3,8 +3,8 @@
 The protocol is client-go's reflector, narrowed to one object:
 
 1. **List** the collection with ``fieldSelector=metadata.name=<name>``: the object (or its absence)
-   and the list's ``resourceVersion``. Yield the state if it differs from the last one yielded.
-2. **Watch** from that ``resourceVersion`` (``allowWatchBookmarks``, ``timeoutSeconds``), yielding
+   and the list's ``resourceVersion``. Report the state if it differs from the last one reported.
+2. **Watch** from that ``resourceVersion`` (``allowWatchBookmarks``, ``timeoutSeconds``), reporting
    each change of the record; every event and BOOKMARK moves the resume point.
 3. When the stream ends, **resume** from the last ``resourceVersion`` seen: at once after a healthy
    stream ended cleanly (``timeoutSeconds``), after an exponential, jittered backoff otherwise
@@ -13,13 +13,13 @@ The protocol is client-go's reflector, narrowed to one object:
    ``ERROR`` event or an HTTP status), on any other ``ERROR`` event, and when the stream went
    silent for longer than ``sock_read`` (a stalled watch may have been holding events back).
 5. **Safety re-read** every ``relist_interval`` seconds, even while the stream looks alive: a list
-   that disagrees with what the watch delivered is yielded and the watch restarted from it; one
+   that disagrees with what the watch delivered is reported and the watch restarted from it; one
    that agrees leaves the stream alone.
 
-What is yielded is level, not edge: the current state first, then each state whose record bytes
-(``Observed.raw``) or existence differ from the last one yielded. BOOKMARKs, metadata-only changes
-(labels, annotations, owner references) and the same state seen again after a re-list yield
-nothing. After a re-list, intermediate states the server no longer has are skipped; the latest is
+What is reported is level, not edge: the current state first, then each state whose record bytes
+(``Observed.raw``) or existence differ from the last one reported. BOOKMARKs, changes outside the
+record (labels, other annotations, owner references) and the same state seen again after a re-list
+report nothing. After a re-list, intermediate states the server no longer has are skipped; the latest is
 never missed.
 
 Why raw streaming rather than ``kubernetes_asyncio.watch.Watch``: ``Watch`` builds an ``ApiClient``
@@ -40,9 +40,9 @@ watches at once, and what a watch shared by many elections will need. A request 
 part-way (a list, the opening of a stream) is sent again by the next call.
 
 Errors: 403 (:class:`~aioleader.ForbiddenError`) and the other fatal replies of
-:func:`~aioleader.kubernetes._client.error_for` end the iteration by raising; everything
-transient is retried forever inside it, so the caller stops a watch by cancelling (or closing)
-it. No cancel scope is ever held across a ``yield``.
+:func:`~aioleader.kubernetes._errors.error_for` are raised by :meth:`~ObjectWatch.next`;
+everything transient is retried forever inside it, so the caller stops a watch by cancelling
+the call and closing the cursor (``Lock.watch()`` is the cursor as a generator that does both).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class WatchOptions:
 
 
 class _Unset:
-    """Nothing yielded yet (distinct from ``None``, "the object does not exist")."""
+    """Nothing reported yet (distinct from ``None``, "the object does not exist")."""
 
 
 _UNSET: Final = _Unset()

@@ -173,6 +173,12 @@ def _metadata(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
     )
 
 
+def _key(state: Observed) -> object:
+    """What tells two states apart: the record's bytes, and the version too where the bytes do
+    not change with every write (:attr:`~aioleader.Observed.precise`)."""
+    return state.raw if state.precise else (state.raw, state.version)
+
+
 class _Stream:
     """An open watch response and what was read of it."""
 
@@ -277,7 +283,7 @@ class ObjectWatch(WatchCursor):
         elif last is None or state is None:
             differs = last is not state
         else:
-            differs = last.raw != state.raw
+            differs = _key(last) != _key(state)
         if differs:
             self.last = state
         return differs

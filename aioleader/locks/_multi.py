@@ -265,6 +265,11 @@ def _combine(primary: Observed, secondary: Observed | None) -> Observed:
     )
 
 
+def _key(state: Observed) -> object:
+    # As the elector and the Kubernetes watch tell states apart (see Observed.precise).
+    return state.raw if state.precise else (state.raw, state.version)
+
+
 class _Unset:
     """No state read yet."""
 
@@ -301,7 +306,7 @@ class _MultiCursor(WatchCursor):
         elif last is None or state is None:
             differs = last is not state
         else:
-            differs = last.raw != state.raw
+            differs = _key(last) != _key(state)
         if not differs:
             return _UNSET
         self._last = state

@@ -19,6 +19,7 @@ from ._leadership import LeadershipStatistics as LeadershipStatistics
 from ._leadership import Term as Term
 from ._lock import Lock as Lock
 from ._lock import Observed as Observed
+from ._lock import WatchCursor as WatchCursor
 from ._metrics import ElectionMetrics as ElectionMetrics
 from ._metrics import PrometheusMetrics as PrometheusMetrics
 from ._observer import LeaderChange as LeaderChange
@@ -52,6 +53,7 @@ __all__ = (
     "PrometheusMetrics",
     "Term",
     "Timing",
+    "WatchCursor",
     "campaign",
     "check_health",
     "elect",

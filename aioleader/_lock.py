@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from ._record import LeaderElectionRecord
 
-__all__ = ["Lock", "Observed"]
+__all__ = ["Lock", "Observed", "WatchCursor", "cursor_states"]
 
 _L = TypeVar("_L", bound="Lock")
 
@@ -38,6 +38,36 @@ class Observed:
     raw: bytes
     version: str
     precise: bool = True
+
+
+class WatchCursor(ABC):
+    """A lock's states one at a time: what :meth:`Lock.watch` yields, as a cursor.
+
+    :meth:`next` is **cancel-safe**: a call cancelled part-way loses nothing (no change is
+    skipped, no connection's progress is lost), and the next call continues. That is what lets
+    several watches be waited on together in one task without a task outliving the wait (see
+    :class:`~aioleader.locks.MultiLock`): an async generator cannot be raced that way, since
+    cancelling it finalizes it. Creating a cursor sends nothing; :meth:`close` releases what it
+    holds (a stream, a subscription) and may be called at any time, more than once.
+    """
+
+    @abstractmethod
+    async def next(self) -> Observed | None:
+        """The current state on the first call, then the next state whose record or existence
+        differs from the last one returned (``None`` while the lock does not exist)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the cursor's resources. Idempotent; :meth:`next` must not be called after."""
+
+
+async def cursor_states(cursor: WatchCursor) -> AsyncGenerator[Observed | None, None]:
+    """``cursor``'s states as an async generator that closes the cursor however it ends."""
+    try:
+        while True:
+            yield await cursor.next()
+    finally:
+        cursor.close()
 
 
 class Lock(ABC):
@@ -89,16 +119,33 @@ class Lock(ABC):
 
     @property
     def supports_watch(self) -> bool:
-        """Whether :meth:`watch` is implemented (followers fall back to polling otherwise)."""
-        return False
+        """Whether :meth:`watch` is implemented (followers fall back to polling otherwise).
+
+        By default, whether :meth:`watch_cursor` is."""
+        return self.supports_watch_cursor
 
     def watch(self) -> AsyncGenerator[Observed | None, None]:
         """Yield the lock now and each time its record changes (``None`` while it does not exist).
 
         Must never touch the version cached for :meth:`update`, and must retry transient errors
         itself; an :class:`~aioleader.ElectionError` (e.g. no RBAC for list/watch) makes an
-        elector fall back to polling."""
+        elector fall back to polling.
+
+        By default, the states of :meth:`watch_cursor`, if the lock has one."""
+        if self.supports_watch_cursor:
+            return cursor_states(self.watch_cursor())
         raise NotImplementedError(f"{type(self).__name__} does not support watching")
+
+    @property
+    def supports_watch_cursor(self) -> bool:
+        """Whether :meth:`watch_cursor` is implemented."""
+        return False
+
+    def watch_cursor(self) -> WatchCursor:
+        """A cancel-safe cursor over the states :meth:`watch` yields (see :class:`WatchCursor`),
+        under the same rules: it never touches the version cached for :meth:`update` and retries
+        transient errors itself."""
+        raise NotImplementedError(f"{type(self).__name__} has no watch cursor")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources the lock owns (e.g. an API client it created)."""

@@ -8,82 +8,22 @@ times. Exact times are asserted on fake clocks in test_elector.py.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import TaskGroup
+from _groups import TIMING, group
 
-from aioleader import ForbiddenError, Leadership, Timing, elect
+from aioleader import ForbiddenError, Timing, elect
 from aioleader.kubernetes import LeaseLock
-from aioleader.testing import KubeEmulator, TermLog, lead_forever
+from aioleader.testing import KubeEmulator
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.emulator_only]
 
-TIMING = Timing(lease_duration=2, renew_deadline=1.5, retry_period=0.25)
 NS = "default"
-
-
-class Group:
-    """Candidates on one Lease, each through its own emulator endpoint, with a shared term log."""
-
-    def __init__(self, emu: KubeEmulator, tg: TaskGroup, lock_name: str = "lock") -> None:
-        self.emu = emu
-        self.tg = tg
-        self.lock_name = lock_name
-        self.log = TermLog(tolerance=0.2)  # real time: the loop's scheduling latency under load
-        self.scopes: dict[str, anyio.CancelScope] = {}
-        self.leaderships: dict[str, Leadership] = {}
-
-    async def start(self, name: str, **options: Any) -> Leadership:
-        api = await self.emu.api_client(name)
-        lock = LeaseLock(self.lock_name, NS, identity=name, api_client=api)
-        scope = anyio.CancelScope()
-        self.scopes[name] = scope
-
-        async def run(*, task_status: anyio.abc.TaskStatus[Leadership]) -> None:
-            with scope:
-                await lead_forever(
-                    lock, self.log, task_status=task_status, **{"timing": TIMING, **options}
-                )
-
-        leadership: Leadership = await self.tg.start(run)
-        self.leaderships[name] = leadership
-        return leadership
-
-    def leaders(self) -> list[str]:
-        return [n for n, lead in self.leaderships.items() if lead.is_leader_nowait()]
-
-    async def wait_leader(self, *, other_than: str | None = None, limit: float = 10) -> str:
-        with anyio.fail_after(limit):
-            while True:
-                current = [n for n in self.leaders() if n != other_than]
-                if current:
-                    return current[0]
-                await anyio.sleep(0.01)
-
-    def stop(self, name: str) -> None:
-        self.scopes[name].cancel()
-        del self.leaderships[name]
-
-    def assert_safe(self) -> None:
-        assert self.log.overlaps == []
-        assert self.log.late_work == []
-        assert self.log.fencing_monotonic
-
-
-@asynccontextmanager
-async def group(emu: KubeEmulator) -> AsyncIterator[Group]:
-    async with anyio.create_task_group() as tg:
-        g = Group(emu, tg)
-        yield g
-        tg.cancel_scope.cancel()
-    g.assert_safe()
 
 
 def lease_spec(emu: KubeEmulator, name: str = "lock") -> dict[str, Any]:

@@ -26,8 +26,9 @@ from aioleader._exceptions import (
 )
 from aioleader._lock import Observed
 from aioleader._record import UNPARSEABLE_HOLDER, LeaderElectionRecord
-from aioleader.kubernetes import LeaseLock, _client
-from aioleader.kubernetes._client import ObjectRef, Reply, decode_object, error_for
+from aioleader.kubernetes import LeaseLock, _client, _config
+from aioleader.kubernetes._errors import error_for
+from aioleader.kubernetes._reply import ObjectRef, Reply, decode_object
 from aioleader.testing import KubeEmulator
 
 # NO_PROXY for the emulator is set by conftest.py.
@@ -115,7 +116,7 @@ def test_invalid_labels_and_annotations_are_rejected(
         LeaseLock("my-lock", identity="pod-a", labels=labels, annotations=annotations)
 
 
-# -- error translation (the table in _client.error_for) ---------------------------------------
+# -- error translation (the table in _errors.error_for) ---------------------------------------
 
 
 def _status(code: int, reason: str, message: str, **details: Any) -> bytes:
@@ -653,7 +654,7 @@ def made_clients(monkeypatch: pytest.MonkeyPatch) -> list[ApiClient]:
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(_client, "ApiClient", Recording)
+    monkeypatch.setattr(_config, "ApiClient", Recording)
     return made
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -122,7 +122,7 @@ def test_construction_is_checked() -> None:
     assert lock.describe() == "memory/primary+memory/secondary"
     assert repr(lock).startswith("MultiLock(<")
     assert isinstance(lock, Lock)
-    assert not lock.supports_watch
+    assert lock.supports_watch  # both MemoryLocks have watch cursors
 
 
 @pytest.mark.anyio
@@ -659,3 +659,73 @@ async def test_an_old_replica_between_two_new_ones_is_respected(emu: KubeEmulato
         lease = r.lease_spec()
         assert lease is not None
         assert lease["holderIdentity"] == r.configmap_holder() == "new-2"
+
+
+# -- watching (MemoryLock pairs, fake clocks) ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_watch_yields_what_get_would_read_and_a_release_of_one_object_is_not_free() -> None:
+    p, s = _pair("w")
+    watcher, writer, reader = MultiLock(p, s), _multi(p, s, "b"), _multi(p, s, "r")
+    with anyio.fail_after(5):
+        async with aclosing(watcher.watch()) as states:
+            assert await anext(states) is None  # no primary: no lock
+
+            async def settled() -> Observed:
+                """What the watch yields until it agrees with a fresh get()."""
+                fresh = await reader.get()
+                assert fresh is not None
+                while True:
+                    state = await anext(states)
+                    assert state is not None
+                    assert state.record.holder_identity == "b"
+                    if state.raw == fresh.raw:
+                        return state
+
+            await writer.create(_rec("b", transitions=1))
+            assert (await settled()).record == (await reader.get()).record  # type: ignore[union-attr]
+            await writer.update(_rec("b", transitions=1, duration=20))
+            await settled()
+
+            # The primary released on its own (an old, primary-only peer): the secondary still
+            # names "b", so the lock is not free but held by the unknown leader, as get() says.
+            primary_only = p.sibling("b")
+            await primary_only.get()
+            await primary_only.update(_rec("", transitions=1, duration=1))
+            state = await anext(states)
+            assert state is not None
+            assert state.record.holder_identity == UNKNOWN_LEADER
+            assert state.record.lease_duration_seconds == 20
+            assert state == await reader.get()
+
+            secondary_only = s.sibling("b")
+            await secondary_only.get()
+            await secondary_only.update(_rec("", transitions=1, duration=1))
+            state = await anext(states)
+            assert state is not None
+            assert state.record.holder_identity == ""
+            assert state == await reader.get()
+
+            p.delete()
+            assert await anext(states) is None
+
+
+@pytest.mark.anyio
+async def test_watch_cursor_survives_cancelled_calls() -> None:
+    p, s = _pair("w")
+    watcher, writer = MultiLock(p, s), _multi(p, s, "b")
+    cursor = watcher.watch_cursor()
+    try:
+        assert await cursor.next() is None
+        await writer.create(_rec("b"))
+        for second in range(1, 6):
+            with anyio.move_on_after(0):  # cancelled wherever it is waiting
+                await cursor.next()
+            await writer.update(_rec("b", transitions=second))
+        latest = await writer.get()
+        with anyio.fail_after(5):
+            while (state := await cursor.next()) != latest:
+                assert state is not None
+    finally:
+        cursor.close()

@@ -9,14 +9,11 @@ everything but their API paths, so the lock lives here once and :mod:`._configma
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
-import anyio.lowlevel
-from kubernetes_asyncio.client import ApiClient, CoreV1Api
+from kubernetes_asyncio.client import CoreV1Api
 
-from .._exceptions import LockError
-from .._lock import Lock, Observed
+from .._lock import Observed
 from .._record import (
     LEADER_ANNOTATION,
     UNPARSEABLE_HOLDER,
@@ -24,28 +21,11 @@ from .._record import (
     record_from_annotation,
     record_to_annotation,
 )
-from ._client import (
-    KubeClient,
-    ObjectRef,
-    Reply,
-    check_identity,
-    check_name,
-    check_namespace,
-    check_string_map,
-    decode_object,
-    error_for,
-)
-from ._events import EventRecorder
+from ._object import ObjectLock
 
 __all__ = ["UNPARSEABLE_HOLDER", "AnnotationLock", "decode_annotation"]
 
 _API_VERSION: Final = "v1"
-
-
-def _core(api_client: ApiClient) -> Any:
-    """The core/v1 API, typed ``Any`` on purpose: with ``_preload_content=False`` its methods return
-    aiohttp's response rather than the models the stubs promise, and they take plain dict bodies."""
-    return CoreV1Api(api_client)
 
 
 def decode_annotation(value: object) -> tuple[LeaderElectionRecord, bytes]:
@@ -98,148 +78,59 @@ def decode_annotation(value: object) -> tuple[LeaderElectionRecord, bytes]:
     return record, raw.encode("utf-8", "surrogatepass")
 
 
-class AnnotationLock(Lock):
+def _observed_annotation(obj: dict[str, Any], version: str) -> Observed:
+    """The record in the leader annotation of ``obj`` (the JSON dict) at ``version``."""
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    value = annotations.get(LEADER_ANNOTATION) if isinstance(annotations, dict) else None
+    record, raw = decode_annotation(value)
+    # Whole-second times: the version tells two renewals within one second apart.
+    return Observed(record=record, raw=raw, version=version, precise=False)
+
+
+class AnnotationLock(ObjectLock):
     """A lock whose record is JSON in the ``control-plane.alpha.kubernetes.io/leader`` annotation.
 
     Subclasses name the core/v1 kind. Everything else - construction, caching, the one-PUT
-    renewal, bounded requests, error translation, reading garbage, Events - is shared.
+    renewal, bounded requests, error translation, reading garbage, Events, watching - is shared.
+
+    An object without the leader annotation reads as a free lock; one whose annotation cannot be
+    read reads as held by :data:`UNPARSEABLE_HOLDER` (see :func:`decode_annotation`). A renewal
+    changes only the leader annotation: data, subsets, labels, other annotations and owner
+    references are sent back as the server last returned them. A ConfigMap cannot be created by
+    PUT (renewing a deleted one is a 404); an Endpoints object could, but the cached ``uid`` is a
+    precondition (409).
     """
 
-    #: The object's kind (``ConfigMap``), its plural (``configmaps``, as RBAC names it) and the
-    #: snake_case suffix of kubernetes_asyncio's ``CoreV1Api`` methods (``config_map``).
-    kind: ClassVar[str]
-    plural: ClassVar[str]
-    _method: ClassVar[str]
+    api_version: ClassVar[str] = _API_VERSION
+    group: ClassVar[str] = ""
+    _api_class: ClassVar[Any] = CoreV1Api
 
-    def __init__(
-        self,
-        name: str,
-        namespace: str = "default",
-        identity: str | None = None,
-        api_client: ApiClient | None = None,
-        *,
-        labels: Mapping[str, str] | None = None,
-        annotations: Mapping[str, str] | None = None,
-        events: bool = True,
-    ) -> None:
-        self._ref = ObjectRef(
-            group="",
-            plural=self.plural,
-            namespace=check_namespace(namespace),
-            name=check_name(name),
-        )
-        self._identity = check_identity(identity)
+    def _check(self) -> None:
         if self._identity == UNPARSEABLE_HOLDER:
             raise ValueError(f"identity {UNPARSEABLE_HOLDER!r} is reserved")
-        self._labels = check_string_map(labels, "labels", label_values=True)
-        self._annotations = check_string_map(annotations, "annotations", label_values=False)
         if LEADER_ANNOTATION in self._annotations:
             raise ValueError(
                 f"annotations: {LEADER_ANNOTATION!r} holds the leader election record and is "
                 "written by the lock itself"
             )
-        self._client = KubeClient(api_client)
-        # The object as last read or written (the parsed JSON), the base of the next update.
-        self._cached: dict[str, Any] | None = None
-        self._events = EventRecorder(
-            self._client,
-            self._ref,
-            kind=self.kind,
-            api_version=_API_VERSION,
-            component=self._identity,
-            enabled=events,
-        )
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r}, "
-            f"identity={self._identity!r})"
-        )
+    @staticmethod
+    def _decode(obj: dict[str, Any], version: str) -> Observed:
+        return _observed_annotation(obj, version)
 
-    @property
-    def name(self) -> str:
-        return self._ref.name
-
-    @property
-    def namespace(self) -> str:
-        return self._ref.namespace
-
-    @property
-    def identity(self) -> str:
-        return self._identity
-
-    def describe(self) -> str:
-        """``namespace/name``, as client-go's ``Describe``."""
-        return f"{self.namespace}/{self.name}"
-
-    # -- Lock ----------------------------------------------------------------------------------
-
-    async def get(self, *, timeout: float | None = None) -> Observed | None:
-        """Read the object; ``None`` if it does not exist. Caches it for :meth:`update`.
-
-        An object without the leader annotation reads as a free lock; one whose annotation cannot
-        be read reads as held by :data:`UNPARSEABLE_HOLDER` (see :func:`decode_annotation`).
-        """
-        reply = await self._client.request(
-            "get",
-            self._ref,
-            lambda api, t: self._api(api, "read")(
-                self.name, self.namespace, _preload_content=False, _request_timeout=t
-            ),
-            timeout=timeout,
-        )
-        if reply.status == 404 and reply.status_object() is not None:
-            self._cached = None
-            return None
-        return self._accept("get", reply)
-
-    async def create(
-        self,
-        record: LeaderElectionRecord,
-        *,
-        timeout: float | None = None,
-    ) -> Observed:
-        """Create the object holding ``record`` in its annotation (and nothing else but the
-        configured labels and annotations, as client-go does).
-
-        Raises :class:`~aioleader.LockConflict` if it already exists.
-        """
-        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
-        if self._labels:
-            metadata["labels"] = dict(self._labels)
+    def _create_body(
+        self, record: LeaderElectionRecord, metadata: dict[str, Any]
+    ) -> dict[str, Any]:
+        # The object holds the annotation and nothing else but the configured labels and
+        # annotations, as client-go creates it.
         metadata["annotations"] = {
-            **self._annotations,
+            **metadata.get("annotations", {}),
             LEADER_ANNOTATION: record_to_annotation(record),
         }
-        body = {"apiVersion": _API_VERSION, "kind": self.kind, "metadata": metadata}
-        reply = await self._client.request(
-            "create",
-            self._ref,
-            lambda api, t: self._api(api, "create")(
-                self.namespace, body, _preload_content=False, _request_timeout=t
-            ),
-            timeout=timeout,
-        )
-        return self._accept("create", reply)
+        return {"apiVersion": _API_VERSION, "kind": self.kind, "metadata": metadata}
 
-    async def update(
-        self,
-        record: LeaderElectionRecord,
-        *,
-        timeout: float | None = None,
-    ) -> Observed:
-        """Write ``record`` with one PUT of the cached object (compare-and-swap on its version).
-
-        Only the leader annotation changes: data, subsets, labels, other annotations and owner
-        references are sent back as the server last returned them. Raises
-        :class:`~aioleader.LockConflict` if the object changed or was deleted since it was cached
-        (a ConfigMap cannot be created by PUT: 404; an Endpoints object could, but the cached
-        ``uid`` is a precondition: 409), :class:`~aioleader.LockError` if nothing is cached yet.
-        """
-        cached = self._cached
-        if cached is None:
-            await anyio.lowlevel.checkpoint()
-            raise LockError(f"cannot update {self._ref}: call get() or create() first")
+    def _update_body(self, cached: dict[str, Any], record: LeaderElectionRecord) -> dict[str, Any]:
         metadata = dict(cached.get("metadata") or {})
         annotations = metadata.get("annotations")
         annotations = annotations if isinstance(annotations, dict) else {}
@@ -248,46 +139,4 @@ class AnnotationLock(Lock):
         kept = decode_annotation(annotations.get(LEADER_ANNOTATION))[0].extra
         value = record_to_annotation(record.with_changes(extra={**kept, **record.extra}))
         metadata["annotations"] = {**annotations, LEADER_ANNOTATION: value}
-        body = {"apiVersion": _API_VERSION, "kind": self.kind, **cached, "metadata": metadata}
-        reply = await self._client.request(
-            "update",
-            self._ref,
-            lambda api, t: self._api(api, "replace")(
-                self.name, self.namespace, body, _preload_content=False, _request_timeout=t
-            ),
-            timeout=timeout,
-        )
-        return self._accept("update", reply)
-
-    async def record_event(self, message: str, *, timeout: float | None = None) -> None:
-        """Record ``message`` (e.g. ``"pod-a became leader"``) as an Event on the lock object, as
-        client-go does (reason ``LeaderElection``, type ``Normal``).
-
-        Best effort (see :mod:`aioleader.kubernetes._events`): never raises, bounded by
-        ``timeout`` seconds (2 s if ``None``), a no-op when the lock was built with
-        ``events=False``. Needs the RBAC verbs ``create`` and ``patch`` on ``events``; without
-        them the Event is dropped (logged at DEBUG) and the election is not disturbed.
-        """
-        await self._events.record(message, self._cached, timeout=timeout)
-
-    async def aclose(self) -> None:
-        """Close the API client if the lock built it; a client passed in stays open."""
-        await self._client.aclose()
-
-    # -- helpers -------------------------------------------------------------------------------
-
-    def _api(self, api_client: ApiClient, operation: str) -> Any:
-        """``CoreV1Api.<operation>_namespaced_<kind>`` on ``api_client``."""
-        return getattr(_core(api_client), f"{operation}_namespaced_{self._method}")
-
-    def _accept(self, verb: str, reply: Reply) -> Observed:
-        """Raise for a failed reply; otherwise cache the object it carries and return its record."""
-        if not reply.ok:
-            raise error_for(verb, self._ref, reply)
-        obj, version = decode_object(verb, self._ref, reply, self.kind)
-        self._cached = obj
-        annotations = obj["metadata"].get("annotations")
-        value = annotations.get(LEADER_ANNOTATION) if isinstance(annotations, dict) else None
-        record, raw = decode_annotation(value)
-        # Whole-second times: the version tells two renewals within one second apart.
-        return Observed(record=record, raw=raw, version=version, precise=False)
+        return {"apiVersion": _API_VERSION, "kind": self.kind, **cached, "metadata": metadata}

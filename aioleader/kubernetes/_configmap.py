@@ -42,7 +42,8 @@ class ConfigMapLock(AnnotationLock):
     ConfigMap cannot be created by PUT, so renewing a deleted one is a 404, a lost
     compare-and-swap. ``api_client``, ``identity``, ``labels`` and ``annotations`` behave as for
     :class:`~aioleader.kubernetes.LeaseLock` (labels and annotations are set on create only).
-    Requires the RBAC verbs ``get``, ``create`` and ``update`` on ``configmaps``.
+    Requires the RBAC verbs ``get``, ``create`` and ``update`` on ``configmaps``, and
+    ``list`` and ``watch`` for followers to watch it (:meth:`watch`; without them they poll).
     """
 
     kind: ClassVar[str] = "ConfigMap"

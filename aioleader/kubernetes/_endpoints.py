@@ -33,7 +33,8 @@ class EndpointsLock(AnnotationLock):
     the cached object per renewal with only the annotation replaced (``subsets`` and everything
     else are sent back untouched), the cached ``resourceVersion`` as the compare-and-swap.
     Renewing a deleted Endpoints object fails on its cached ``uid`` (409) rather than
-    resurrecting it. Requires the RBAC verbs ``get``, ``create`` and ``update`` on ``endpoints``.
+    resurrecting it. Requires the RBAC verbs ``get``, ``create`` and ``update`` on ``endpoints``, and
+    ``list`` and ``watch`` for followers to watch it (:meth:`watch`; without them they poll).
     """
 
     kind: ClassVar[str] = "Endpoints"

@@ -40,7 +40,8 @@ import anyio
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
 from .._record import format_rfc3339
-from ._client import KubeClient, ObjectRef, Reply
+from ._client import KubeClient
+from ._reply import ObjectRef, Reply
 
 __all__ = ["DEFAULT_EVENT_TIMEOUT", "EVENT_REASON", "EventRecorder"]
 

@@ -3,8 +3,8 @@
 The protocol is client-go's reflector, narrowed to one object:
 
 1. **List** the collection with ``fieldSelector=metadata.name=<name>``: the object (or its absence)
-   and the list's ``resourceVersion``. Yield the state if it differs from the last one yielded.
-2. **Watch** from that ``resourceVersion`` (``allowWatchBookmarks``, ``timeoutSeconds``), yielding
+   and the list's ``resourceVersion``. Report the state if it differs from the last one reported.
+2. **Watch** from that ``resourceVersion`` (``allowWatchBookmarks``, ``timeoutSeconds``), reporting
    each change of the record; every event and BOOKMARK moves the resume point.
 3. When the stream ends, **resume** from the last ``resourceVersion`` seen: at once after a healthy
    stream ended cleanly (``timeoutSeconds``), after an exponential, jittered backoff otherwise
@@ -13,13 +13,13 @@ The protocol is client-go's reflector, narrowed to one object:
    ``ERROR`` event or an HTTP status), on any other ``ERROR`` event, and when the stream went
    silent for longer than ``sock_read`` (a stalled watch may have been holding events back).
 5. **Safety re-read** every ``relist_interval`` seconds, even while the stream looks alive: a list
-   that disagrees with what the watch delivered is yielded and the watch restarted from it; one
+   that disagrees with what the watch delivered is reported and the watch restarted from it; one
    that agrees leaves the stream alone.
 
-What is yielded is level, not edge: the current state first, then each state whose record bytes
-(``Observed.raw``) or existence differ from the last one yielded. BOOKMARKs, metadata-only changes
-(labels, annotations, owner references) and the same state seen again after a re-list yield
-nothing. After a re-list, intermediate states the server no longer has are skipped; the latest is
+What is reported is level, not edge: the current state first, then each state whose record bytes
+(``Observed.raw``) or existence differ from the last one reported. BOOKMARKs, changes outside the
+record (labels, other annotations, owner references) and the same state seen again after a re-list
+report nothing. After a re-list, intermediate states the server no longer has are skipped; the latest is
 never missed.
 
 Why raw streaming rather than ``kubernetes_asyncio.watch.Watch``: ``Watch`` builds an ``ApiClient``
@@ -30,12 +30,19 @@ re-listing, and gives no handle on the response to close on cancellation. Readin
 ourselves keeps every decision here: the exact resume point, lines bounded in size (4 MiB, above
 etcd's 1.5 MiB object limit), a ``sock_read`` timeout for silent streams, reads that can be
 interrupted for the safety re-read without losing a partial line, and a response that is closed
-(synchronously, in ``finally``) however the generator ends.
+(synchronously) however the watch ends.
+
+The watch is a :class:`~aioleader.WatchCursor` (:class:`ObjectWatch`), not a generator: every
+step keeps its progress in the object (the open stream and its partial line, the resume point,
+the instant a backoff ends), so a :meth:`~ObjectWatch.next` cancelled part-way loses nothing and
+the next call continues. That is what lets a :class:`~aioleader.locks.MultiLock` wait on two
+watches at once, and what a watch shared by many elections will need. A request cancelled
+part-way (a list, the opening of a stream) is sent again by the next call.
 
 Errors: 403 (:class:`~aioleader.ForbiddenError`) and the other fatal replies of
-:func:`~aioleader.kubernetes._client.error_for` end the iteration by raising; everything
-transient is retried forever inside it, so the caller stops a watch by cancelling (or closing)
-it. No cancel scope is ever held across a ``yield``.
+:func:`~aioleader.kubernetes._errors.error_for` are raised by :meth:`~ObjectWatch.next`;
+everything transient is retried forever inside it, so the caller stops a watch by cancelling
+the call and closing the cursor (``Lock.watch()`` is the cursor as a generator that does both).
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -53,10 +60,12 @@ import aiohttp
 import anyio
 
 from .._exceptions import ElectionError, LockError
-from .._lock import Observed
-from ._client import DEFAULT_TIMEOUT, KubeClient, ObjectRef, Send, error_for, read_reply
+from .._lock import Observed, WatchCursor
+from ._client import DEFAULT_TIMEOUT, KubeClient, Send, read_reply
+from ._errors import error_for
+from ._reply import ObjectRef, decode_json
 
-__all__ = ["Lister", "ObjectDecoder", "WatchOptions", "watch_object"]
+__all__ = ["Lister", "ObjectDecoder", "ObjectWatch", "WatchOptions"]
 
 logger = logging.getLogger("aioleader.watch")
 
@@ -138,7 +147,7 @@ class WatchOptions:
 
 
 class _Unset:
-    """Nothing yielded yet (distinct from ``None``, "the object does not exist")."""
+    """Nothing reported yet (distinct from ``None``, "the object does not exist")."""
 
 
 _UNSET: Final = _Unset()
@@ -164,8 +173,23 @@ def _metadata(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
     )
 
 
-class _ObjectWatch:
-    """The state of one ``watch_object`` iteration (see the module docstring)."""
+def _key(state: Observed) -> object:
+    """What tells two states apart: the record's bytes, and the version too where the bytes do
+    not change with every write (:attr:`~aioleader.Observed.precise`)."""
+    return state.raw if state.precise else (state.raw, state.version)
+
+
+class _Stream:
+    """An open watch response and what was read of it."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.lines = _Lines(response)
+        self.healthy = False  # has it delivered anything valid?
+
+
+class ObjectWatch(WatchCursor):
+    """One object's states, by list and watch (see the module docstring). Cancel-safe."""
 
     def __init__(
         self,
@@ -173,19 +197,58 @@ class _ObjectWatch:
         ref: ObjectRef,
         lister: Lister,
         decode: ObjectDecoder,
-        options: WatchOptions,
-        rng: random.Random,
+        options: WatchOptions | None = None,
+        *,
+        rng: random.Random | None = None,
     ) -> None:
         self.client = client
         self.ref = ref
         self.lister = lister
         self.decode = decode
-        self.options = options
-        self.rng = rng
+        self.options = options or WatchOptions()
+        self.rng = rng or random.Random()
         self.failures = 0  # unproductive attempts in a row; 0 = the next request goes at once
         self.retry_after = 0.0  # a server's Retry-After for the next attempt
+        self.resume_at: float | None = None  # the end of the backoff under way
         self.version: str | None = None  # where the next watch resumes
-        self.last: Observed | _Unset | None = _UNSET  # what was yielded last
+        self.last: Observed | _Unset | None = _UNSET  # what was returned last
+        self.need_list = True
+        self.next_read = math.inf  # when the next safety re-read is due
+        self.stream: _Stream | None = None
+
+    # -- the cursor ------------------------------------------------------------------------------
+
+    async def next(self) -> Observed | None:
+        while True:
+            if self.need_list:
+                state = await self.relist()
+                self.need_list = False
+                self.next_read = anyio.current_time() + self.options.relist_interval
+                if self.changed(state):
+                    return state
+            if self.stream is None:
+                await self.pause()
+                try:
+                    response = await self.open()
+                except _Relist as exc:
+                    self.failed("%s; listing again", exc)
+                    self.need_list = True
+                    continue
+                except ElectionError:
+                    raise
+                except LockError as exc:
+                    self.note_retry_after(exc)
+                    self.failed("cannot watch, retrying: %s", exc)
+                    continue
+                self.stream = _Stream(response)
+            state_or_unset = await self.read()
+            if not isinstance(state_or_unset, _Unset):
+                return state_or_unset
+
+    def close(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.response.close()
 
     # -- pacing --------------------------------------------------------------------------------
 
@@ -194,13 +257,17 @@ class _ObjectWatch:
         logger.log(level, "watch %s: " + message, self.ref, *args)
 
     async def pause(self) -> None:
-        """Wait before the next request if the last attempts failed."""
-        if self.failures:
+        """Wait before the next request if the last attempts failed (until the same instant
+        however often the wait is cancelled and resumed)."""
+        if self.failures and self.resume_at is None:
             o = self.options
             ceiling = min(o.backoff_max, o.backoff_initial * 2.0 ** min(self.failures - 1, 60))
             delay = max(self.rng.uniform(ceiling / 2, ceiling), self.retry_after)
             self.retry_after = 0.0
-            await anyio.sleep(delay)
+            self.resume_at = anyio.current_time() + delay
+        if self.resume_at is not None:
+            await anyio.sleep_until(self.resume_at)
+            self.resume_at = None
 
     def note_retry_after(self, exc: LockError) -> None:
         if exc.retry_after:
@@ -209,14 +276,14 @@ class _ObjectWatch:
     # -- state -----------------------------------------------------------------------------------
 
     def changed(self, state: Observed | None) -> bool:
-        """Whether ``state`` differs from the last yielded one (and remember it if so)."""
+        """Whether ``state`` differs from the last returned one (and remember it if so)."""
         last = self.last
         if isinstance(last, _Unset):
             differs = True
         elif last is None or state is None:
             differs = last is not state
         else:
-            differs = last.raw != state.raw
+            differs = _key(last) != _key(state)
         if differs:
             self.last = state
         return differs
@@ -234,9 +301,9 @@ class _ObjectWatch:
         )
         if not reply.ok:
             raise error_for("list", self.ref, reply)
-        data = reply.json()
+        data = decode_json("list", self.ref, reply)
         what = f"cannot list {self.ref}: the reply ({reply.status} {reply.reason})"
-        if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        if not isinstance(data.get("items"), list):
             raise LockError(f"{what} is not a list: {reply.excerpt()}")
         _, version = _metadata(data)
         if version is None:
@@ -255,6 +322,7 @@ class _ObjectWatch:
 
     async def relist(self) -> Observed | None:
         """List until it succeeds (transient failures back off); fatal errors raise."""
+        self.close()
         while True:
             await self.pause()
             try:
@@ -303,6 +371,76 @@ class _ObjectWatch:
         if reply.status == 410:
             raise _Relist(f"{reply.status} {reply.reason}: {reply.excerpt()}")
         raise error_for("watch", self.ref, reply)
+
+    async def read(self) -> Observed | _Unset | None:
+        """Read the open stream until a change to report (returned) or its end (:data:`_UNSET`,
+        the stream closed and :attr:`need_list` set if the resume point cannot be trusted)."""
+        stream = self.stream
+        assert stream is not None
+        o = self.options
+        try:
+            while True:
+                line = stream.lines.next_nowait()
+                if line is None:
+                    if stream.lines.eof:
+                        if not stream.healthy:
+                            self.failed("the watch ended before sending anything")
+                        break
+                    now = anyio.current_time()
+                    if now < self.next_read:
+                        with anyio.move_on_after(self.next_read - now):
+                            await stream.lines.fill()
+                        continue
+                    # The safety re-read, the stream left open: a failure is no reason to drop
+                    # a stream that looks alive; try again a little later.
+                    try:
+                        listed, version = await self.list_once()
+                    except ElectionError:
+                        raise
+                    except LockError as exc:
+                        logger.info("watch %s: safety re-read failed: %s", self.ref, exc)
+                        self.next_read = anyio.current_time() + min(
+                            o.relist_interval, o.backoff_max
+                        )
+                        continue
+                    self.next_read = anyio.current_time() + o.relist_interval
+                    if self.changed(listed):
+                        # Either the stream stalled or the event is still in flight; a restart
+                        # is right in both cases (and cheap).
+                        logger.info(
+                            "watch %s: the safety re-read found a change the watch had not "
+                            "delivered; restarting the watch",
+                            self.ref,
+                        )
+                        self.version = version
+                        self.close()
+                        return listed
+                    continue
+                if not line.strip():
+                    continue
+                state_or_unset = self.event(line)
+                stream.healthy = True
+                self.failures = 0
+                if not isinstance(state_or_unset, _Unset) and self.changed(state_or_unset):
+                    return state_or_unset
+        except _Relist as exc:
+            self.failed("%s; listing again", exc)
+            self.need_list = True
+        except _Garbage as exc:
+            self.failed("the stream sent %s; reconnecting", exc, level=logging.WARNING)
+        except ElectionError:
+            self.close()
+            raise
+        except LockError as exc:  # an undecodable object
+            self.failed("%s; listing again", exc, level=logging.WARNING)
+            self.need_list = True
+        except _TIMEOUTS:  # aiohttp's sock_read: the stream went silent
+            self.failed("no data for %g s; listing again", o.sock_read)
+            self.need_list = True
+        except (aiohttp.ClientError, OSError) as exc:
+            self.failed("the stream broke (%s: %s); resuming", type(exc).__name__, exc)
+        self.close()
+        return _UNSET
 
     def event(self, line: bytes) -> Observed | _Unset | None:
         """Apply one event line: the new state, or :data:`_UNSET` if there is none to report."""
@@ -367,103 +505,3 @@ class _Lines:
             self._buffer += chunk
         else:
             self._eof = True
-
-
-async def watch_object(
-    client: KubeClient,
-    ref: ObjectRef,
-    lister: Lister,
-    decode: ObjectDecoder,
-    options: WatchOptions | None = None,
-    *,
-    rng: random.Random | None = None,
-) -> AsyncGenerator[Observed | None, None]:
-    """Yield the object's state now and at each change (``None`` while it does not exist).
-
-    See the module docstring for the protocol. Runs until cancelled or closed; raises only fatal
-    errors (:class:`~aioleader.ElectionError`, e.g. :class:`~aioleader.ForbiddenError`). Needs the
-    RBAC verbs ``list`` and ``watch`` on the object's resource.
-    """
-    w = _ObjectWatch(client, ref, lister, decode, options or WatchOptions(), rng or random.Random())
-    o = w.options
-    while True:
-        state = await w.relist()
-        if w.changed(state):
-            yield state
-        next_read = anyio.current_time() + o.relist_interval
-        relist = False
-        while not relist:
-            await w.pause()
-            try:
-                response = await w.open()
-            except _Relist as exc:
-                w.failed("%s; listing again", exc)
-                break
-            except ElectionError:
-                raise
-            except LockError as exc:
-                w.note_retry_after(exc)
-                w.failed("cannot watch, retrying: %s", exc)
-                continue
-            try:
-                lines = _Lines(response)
-                healthy = False  # has this stream delivered anything valid?
-                while True:
-                    line = lines.next_nowait()
-                    if line is None:
-                        if lines.eof:
-                            if not healthy:
-                                w.failed("the watch ended before sending anything")
-                            break
-                        now = anyio.current_time()
-                        if now < next_read:
-                            with anyio.move_on_after(next_read - now):
-                                await lines.fill()
-                            continue
-                        # The safety re-read, the stream left open: a failure is no reason to
-                        # drop a stream that looks alive; try again a little later.
-                        try:
-                            listed, version = await w.list_once()
-                        except ElectionError:
-                            raise
-                        except LockError as exc:
-                            logger.info("watch %s: safety re-read failed: %s", ref, exc)
-                            next_read = anyio.current_time() + min(o.relist_interval, o.backoff_max)
-                            continue
-                        next_read = anyio.current_time() + o.relist_interval
-                        if w.changed(listed):
-                            # Either the stream stalled or the event is still in flight; a
-                            # restart is right in both cases (and cheap).
-                            logger.info(
-                                "watch %s: the safety re-read found a change the watch had not "
-                                "delivered; restarting the watch",
-                                ref,
-                            )
-                            w.version = version
-                            yield listed
-                            break
-                        continue
-                    if not line.strip():
-                        continue
-                    state_or_unset = w.event(line)
-                    healthy = True
-                    w.failures = 0
-                    if not isinstance(state_or_unset, _Unset) and w.changed(state_or_unset):
-                        yield state_or_unset
-            except _Relist as exc:
-                w.failed("%s; listing again", exc)
-                relist = True
-            except _Garbage as exc:
-                w.failed("the stream sent %s; reconnecting", exc, level=logging.WARNING)
-            except ElectionError:
-                raise
-            except LockError as exc:  # an undecodable object
-                w.failed("%s; listing again", exc, level=logging.WARNING)
-                relist = True
-            except _TIMEOUTS:  # aiohttp's sock_read: the stream went silent
-                w.failed("no data for %g s; listing again", o.sock_read)
-                relist = True
-            except (aiohttp.ClientError, OSError) as exc:
-                w.failed("the stream broke (%s: %s); resuming", type(exc).__name__, exc)
-            finally:
-                response.close()

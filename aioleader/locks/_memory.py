@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 
 from .._exceptions import LockConflict, LockError
-from .._lock import Lock, Observed
+from .._lock import Lock, Observed, WatchCursor, cursor_states
 from .._record import (
     UNPARSEABLE_HOLDER,
     LeaderElectionRecord,
@@ -198,38 +198,59 @@ class MemoryLock(Lock):
     # -- watch ---------------------------------------------------------------------------------------
 
     @property
-    def supports_watch(self) -> bool:
+    def supports_watch_cursor(self) -> bool:
         return True
 
     def watch(self) -> AsyncGenerator[Observed | None, None]:
-        """Yield the lock now and at each change of its record or existence (``None`` while it
-        does not exist), as :meth:`LeaseLock.watch <aioleader.kubernetes.LeaseLock.watch>` does.
+        """Yield the lock now and at each change of its record or existence (``None`` while it does
+        not exist), as :meth:`LeaseLock.watch <aioleader.kubernetes.LeaseLock.watch>` does.
 
         Every write is delivered the moment it lands, in order (a watcher more than 1000 changes
         behind skips to the latest state), so observers on fake clocks see exact times. Rewriting
         identical bytes yields nothing. The watch never touches the version cached for
         :meth:`update`.
         """
-        return self._watch()
+        return cursor_states(self.watch_cursor())
 
-    async def _watch(self) -> AsyncGenerator[Observed | None, None]:
+    def watch_cursor(self) -> WatchCursor:
+        """What :meth:`watch` yields, as a cancel-safe :class:`~aioleader.WatchCursor`."""
+        return _MemoryCursor(self._slot)
+
+
+class _MemoryCursor(WatchCursor):
+    def __init__(self, slot: _Slot) -> None:
+        self._slot = slot
+        self._watcher: _Watcher | None = None
+        self._raw: bytes | _Unset | None = _UNSET  # what was returned last
+
+    async def next(self) -> Observed | None:
         slot = self._slot
-        watcher = _Watcher()
-        # Subscribed before the first read: nothing written after it can be missed.
-        slot.watchers.add(watcher)
-        try:
-            await anyio.lowlevel.checkpoint()
-            raw = slot.raw
-            watcher.pending.clear()  # the state read below already includes them
-            yield None if raw is None else _observed(raw, slot.version)
-            while True:
-                new_raw, version = await watcher.next()
-                if new_raw != raw:
-                    raw = new_raw
-                    yield None if raw is None else _observed(raw, version)
-                await anyio.lowlevel.checkpoint()
-        finally:
-            slot.watchers.discard(watcher)
+        if self._watcher is None:
+            # Subscribed before the first read: nothing written after it can be missed.
+            self._watcher = _Watcher()
+            slot.watchers.add(self._watcher)
+        await anyio.lowlevel.checkpoint()
+        if isinstance(self._raw, _Unset):
+            self._raw = slot.raw
+            self._watcher.pending.clear()  # the state read here already includes them
+            return None if self._raw is None else _observed(self._raw, slot.version)
+        while True:
+            # Cancel-safe: a change is popped and compared with no checkpoint in between.
+            raw, version = await self._watcher.next()
+            if raw != self._raw:
+                self._raw = raw
+                return None if raw is None else _observed(raw, version)
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._slot.watchers.discard(self._watcher)
+
+
+class _Unset:
+    """Nothing returned yet."""
+
+
+_UNSET: Final = _Unset()
 
 
 def _decode(raw: bytes) -> LeaderElectionRecord:

@@ -8,7 +8,7 @@ from typing import Final, final
 import anyio
 
 from .._exceptions import LockConflict, LockError
-from .._lock import Lock, Observed
+from .._lock import Lock, Observed, WatchCursor
 from .._record import LeaderElectionRecord
 
 __all__ = ["UNKNOWN_LEADER", "MultiLock"]
@@ -71,6 +71,16 @@ class MultiLock(Lock):
       succeeded, the primary names us without a term until our next attempt or its expiry (a
       delay, never a second leader).
     * ``timeout`` bounds the whole operation; each request gets what is left of it.
+    * :meth:`watch` (when both locks have a :meth:`~aioleader.Lock.watch_cursor`) watches both
+      objects at once and yields what :meth:`get` would return from the latest state of each:
+      the same combination, ``None`` while the primary does not exist, and a change whenever
+      either object's record changes. So a follower sends no request while the leader renews
+      both, and sees a release once *both* objects are free (a primary released while the
+      secondary still names the old holder is the unknown leader, as :meth:`get` says). It is
+      a wake-up, never a licence: an acquisition still begins with :meth:`get` and writes by
+      compare-and-swap on both. Each object is watched on its own terms (for Kubernetes locks:
+      list, watch, bookmarks, re-list on 410, safety re-read), and the two are waited on
+      together through their cancel-safe cursors, in the caller's task.
     * Both locks must have the same identity (client-go reports the primary's and leaves the rest
       to the user). :meth:`describe` names both, ``primary+secondary``. :meth:`record_event` goes
       to both; :meth:`aclose` closes both.
@@ -155,6 +165,18 @@ class MultiLock(Lock):
         else:
             secondary = await self._create_secondary(record, deadline)
         return _combine(primary, secondary)
+
+    @property
+    def supports_watch_cursor(self) -> bool:
+        return self._primary.supports_watch_cursor and self._secondary.supports_watch_cursor
+
+    def watch_cursor(self) -> WatchCursor:
+        """Both objects' cursors as one (see :class:`MultiLock`); cancel-safe like theirs."""
+        if not self.supports_watch_cursor:
+            raise NotImplementedError(
+                f"{self.describe()}: watching needs a watch cursor on both locks"
+            )
+        return _MultiCursor(self._primary.watch_cursor(), self._secondary.watch_cursor())
 
     async def record_event(self, message: str) -> None:
         try:
@@ -241,3 +263,88 @@ def _combine(primary: Observed, secondary: Observed | None) -> Observed:
         version=f"{primary.version}/{secondary.version}",
         precise=primary.precise and secondary.precise,
     )
+
+
+def _key(state: Observed) -> object:
+    # As the elector and the Kubernetes watch tell states apart (see Observed.precise).
+    return state.raw if state.precise else (state.raw, state.version)
+
+
+class _Unset:
+    """No state read yet."""
+
+
+_UNSET: Final = _Unset()
+
+
+class _MultiCursor(WatchCursor):
+    """The latest state of each object, combined as :meth:`MultiLock.get` combines them.
+
+    Each call waits on both cursors at once in a task group that lives only for the call; the
+    first to deliver cancels the other, which loses nothing (its cursor is cancel-safe). A state
+    is stored the moment its cursor returns it, so a cancellation of this call loses nothing
+    either: the next call returns it.
+    """
+
+    def __init__(self, primary: WatchCursor, secondary: WatchCursor) -> None:
+        self._cursors = (primary, secondary)
+        self._states: list[Observed | _Unset | None] = [_UNSET, _UNSET]
+        self._last: Observed | _Unset | None = _UNSET  # what was returned last
+
+    def _combined(self) -> Observed | None:
+        primary, secondary = self._states
+        assert not isinstance(primary, _Unset)
+        assert not isinstance(secondary, _Unset)
+        return None if primary is None else _combine(primary, secondary)
+
+    def _new(self) -> Observed | _Unset | None:
+        """The combined state if it differs from the last one returned, else :data:`_UNSET`."""
+        state = self._combined()
+        last = self._last
+        if isinstance(last, _Unset):
+            differs = True
+        elif last is None or state is None:
+            differs = last is not state
+        else:
+            differs = _key(last) != _key(state)
+        if not differs:
+            return _UNSET
+        self._last = state
+        return state
+
+    async def _take(self, index: int) -> None:
+        self._states[index] = await self._cursors[index].next()
+
+    async def next(self) -> Observed | None:
+        # The first state of each, one after the other (the primary first, as get() reads).
+        for index in (0, 1):
+            if isinstance(self._states[index], _Unset):
+                await self._take(index)
+        while True:
+            state = self._new()
+            if not isinstance(state, _Unset):
+                return state
+            await self._either()
+
+    async def _either(self) -> None:
+        """Wait until either cursor delivers (both may); raise what one raised, as itself."""
+        errors: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+
+            async def take(index: int) -> None:
+                try:
+                    await self._take(index)
+                except Exception as exc:  # re-raised below, rather than as a group
+                    errors.append(exc)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(take, 0)
+            tg.start_soon(take, 1)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        try:
+            self._cursors[0].close()
+        finally:
+            self._cursors[1].close()

@@ -1,0 +1,118 @@
+"""Checks of what a user passes to a Kubernetes lock, as kube-apiserver would check it.
+
+Everything here raises :class:`ValueError` naming the argument and what is wrong, at construction:
+the locks write labels and annotations only on create, so a 422 later would surface as a transient
+error on every acquisition attempt instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from typing import Final
+
+__all__ = [
+    "check_identity",
+    "check_name",
+    "check_namespace",
+    "check_string_map",
+    "default_identity",
+]
+
+_DNS1123_LABEL: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN: Final = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
+_DNS1123_LABEL_RE: Final = re.compile(_DNS1123_LABEL)
+# The name part of a qualified name (label and annotation keys) and a label value.
+_QUALIFIED_NAME: Final = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_ANNOTATIONS_MAX_BYTES: Final = 256 * 1024
+
+
+def default_identity() -> str:
+    """``$POD_NAME`` (the Downward API convention) if set and non-empty, else ``hostname_pid``.
+
+    The pid keeps two candidates in one pod (or on one laptop) distinct, as client-go's examples do
+    with a UUID; unlike a UUID it is stable for the life of the process and readable in the Lease.
+    """
+    pod_name = os.environ.get("POD_NAME", "")
+    return pod_name or f"{socket.gethostname()}_{os.getpid()}"
+
+
+def check_identity(identity: str | None) -> str:
+    """The identity to use: ``identity`` itself, or :func:`default_identity` when it is ``None``."""
+    if identity is None:
+        return default_identity()
+    if not isinstance(identity, str) or not identity:
+        raise ValueError(f"identity must be a non-empty string, got {identity!r}")
+    return identity
+
+
+def check_name(name: str, argument: str = "name") -> str:
+    """Object names are DNS-1123 subdomains (kube-apiserver answers anything else with 422)."""
+    if not (isinstance(name, str) and len(name) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(name)):
+        raise ValueError(
+            f"{argument} must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', "
+            f"starting and ending with a letter or digit, at most 253 characters), got {name!r}"
+        )
+    return name
+
+
+def check_namespace(namespace: str, argument: str = "namespace") -> str:
+    """Namespaces are DNS-1123 labels."""
+    if not (
+        isinstance(namespace, str)
+        and len(namespace) <= 63
+        and _DNS1123_LABEL_RE.fullmatch(namespace)
+    ):
+        raise ValueError(
+            f"{argument} must be a DNS-1123 label (lowercase letters, digits and '-', starting and "
+            f"ending with a letter or digit, at most 63 characters), got {namespace!r}"
+        )
+    return namespace
+
+
+def _qualified_name_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and not (len(prefix) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(prefix)):
+        return "its prefix must be a DNS-1123 subdomain"
+    if not (len(name) <= 63 and _QUALIFIED_NAME.fullmatch(name)):
+        return (
+            "its name must be at most 63 letters, digits, '-', '_' or '.', starting and ending "
+            "with a letter or digit"
+        )
+    return None
+
+
+def check_string_map(
+    value: Mapping[str, str] | None, argument: str, *, label_values: bool
+) -> dict[str, str]:
+    """Validate labels (``label_values=True``) or annotations as kube-apiserver would.
+
+    Checked here because the lock only writes them on create: a 422 then would surface as a
+    transient error on every acquisition attempt instead of at construction.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{argument} must be a mapping of strings to strings, got {value!r}")
+    result: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ValueError(f"{argument} must map strings to strings, got {key!r}: {item!r}")
+        problem = _qualified_name_problem(key)
+        if problem is not None:
+            raise ValueError(f"{argument}: invalid key {key!r}: {problem}")
+        if label_values and not (
+            item == "" or (len(item) <= 63 and _QUALIFIED_NAME.fullmatch(item))
+        ):
+            raise ValueError(
+                f"{argument}: invalid value {item!r} for {key!r}: a label value is empty or at "
+                "most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+            )
+        result[key] = item
+    if not label_values:
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in result.items())
+        if size > _ANNOTATIONS_MAX_BYTES:
+            raise ValueError(f"{argument} total {size} bytes, more than the 256 KiB allowed")
+    return result

@@ -1,0 +1,318 @@
+"""The base of the locks kept in a Kubernetes object: everything but the object's kind and how
+the record sits in it.
+
+:class:`ObjectLock` holds what :class:`~aioleader.kubernetes.LeaseLock` and the annotation
+locks share: construction and its checks, ``name``/``namespace``/``identity``, ``describe``,
+the object cached as last read or written (the base of the next compare-and-swap), bounded
+requests on a borrowed or owned client, Events, and the list+watch. A subclass names its kind
+(class attributes) and says what differs, in three methods:
+
+* :meth:`~ObjectLock._decode`: the record in an object as the server sent it;
+* :meth:`~ObjectLock._create_body`: the object to create, holding a record;
+* :meth:`~ObjectLock._update_body`: the object to PUT, from the cached one and a record.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import abstractmethod
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+import anyio.lowlevel
+
+from .._exceptions import LockError
+from .._lock import Lock, Observed, cursor_states
+from .._record import LeaderElectionRecord
+from ._client import KubeClient
+from ._errors import error_for
+from ._events import EventRecorder
+from ._names import check_identity, check_name, check_namespace, check_string_map
+from ._reply import ObjectRef, Reply, decode_object
+from ._watch import ObjectWatch, WatchOptions
+
+__all__ = ["ObjectLock"]
+
+
+class ObjectLock(Lock):
+    """A lock whose record lives in one namespaced Kubernetes object (see the module docstring).
+
+    ``api_client`` is a kubernetes_asyncio ``ApiClient`` the lock borrows (it is never closed by
+    the lock); without one, the lock builds one on first use and closes it in :meth:`aclose`.
+    ``labels`` and ``annotations`` are written when this lock creates the object, never on
+    updates. ``events=False`` records no Events.
+    """
+
+    #: The object's ``kind``, ``apiVersion``, API group (``""`` for core) and plural (as RBAC
+    #: names the resource).
+    kind: ClassVar[str]
+    api_version: ClassVar[str]
+    group: ClassVar[str]
+    plural: ClassVar[str]
+    #: kubernetes_asyncio's API class for the group, and the snake_case suffix of its methods
+    #: (``read_namespaced_<method>``, ``list_namespaced_<method>``, ...).
+    _api_class: ClassVar[Any]
+    _method: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str = "default",
+        identity: str | None = None,
+        api_client: Any | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        events: bool = True,
+    ) -> None:
+        self._ref = ObjectRef(
+            group=self.group,
+            plural=self.plural,
+            namespace=check_namespace(namespace),
+            name=check_name(name),
+        )
+        self._identity = check_identity(identity)
+        self._labels = check_string_map(labels, "labels", label_values=True)
+        self._annotations = check_string_map(annotations, "annotations", label_values=False)
+        self._check()
+        self._client = KubeClient(api_client)
+        # The object as last read or written (the parsed JSON), the base of the next update.
+        self._cached: dict[str, Any] | None = None
+        self._events = EventRecorder(
+            self._client,
+            self._ref,
+            kind=self.kind,
+            api_version=self.api_version,
+            component=self._identity,
+            enabled=events,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r}, "
+            f"identity={self._identity!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        return self._ref.name
+
+    @property
+    def namespace(self) -> str:
+        return self._ref.namespace
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def describe(self) -> str:
+        """``namespace/name``, as client-go's ``Describe``."""
+        return f"{self.namespace}/{self.name}"
+
+    # -- what a kind says --------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Further construction checks (:class:`ValueError`); the arguments are checked already."""
+
+    @staticmethod
+    @abstractmethod
+    def _decode(obj: dict[str, Any], version: str) -> Observed:
+        """The record in ``obj`` (the JSON dict as the server sent it) at ``version``."""
+
+    @abstractmethod
+    def _create_body(
+        self, record: LeaderElectionRecord, metadata: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The object to create holding ``record``; ``metadata`` has the name, namespace and the
+        configured labels and annotations."""
+
+    @abstractmethod
+    def _update_body(self, cached: dict[str, Any], record: LeaderElectionRecord) -> dict[str, Any]:
+        """The object to PUT for ``record``, from the ``cached`` one (compare-and-swap on its
+        ``resourceVersion``)."""
+
+    # -- Lock ----------------------------------------------------------------------------------
+
+    async def get(self, *, timeout: float | None = None) -> Observed | None:
+        """Read the object; ``None`` if it does not exist. Caches it for :meth:`update`."""
+        reply = await self._client.request(
+            "get",
+            self._ref,
+            lambda api, t: self._api(api, "read")(
+                self.name, self.namespace, _preload_content=False, _request_timeout=t
+            ),
+            timeout=timeout,
+        )
+        if reply.status == 404 and reply.status_object() is not None:
+            self._cached = None
+            return None
+        return self._accept("get", reply)
+
+    async def create(
+        self,
+        record: LeaderElectionRecord,
+        *,
+        timeout: float | None = None,
+    ) -> Observed:
+        """Create the object holding ``record`` (with the configured labels and annotations).
+
+        Raises :class:`~aioleader.LockConflict` if it already exists.
+        """
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self._labels:
+            metadata["labels"] = dict(self._labels)
+        if self._annotations:
+            metadata["annotations"] = dict(self._annotations)
+        body = self._create_body(record, metadata)
+        reply = await self._client.request(
+            "create",
+            self._ref,
+            lambda api, t: self._api(api, "create")(
+                self.namespace, body, _preload_content=False, _request_timeout=t
+            ),
+            timeout=timeout,
+        )
+        return self._accept("create", reply)
+
+    async def update(
+        self,
+        record: LeaderElectionRecord,
+        *,
+        timeout: float | None = None,
+    ) -> Observed:
+        """Write ``record`` with one PUT of the cached object (compare-and-swap on its version).
+
+        Raises :class:`~aioleader.LockConflict` if the object changed or was deleted since it was
+        cached, :class:`~aioleader.LockError` if nothing is cached yet.
+        """
+        cached = self._cached
+        if cached is None:
+            await anyio.lowlevel.checkpoint()
+            raise LockError(f"cannot update {self._ref}: call get() or create() first")
+        body = self._update_body(cached, record)
+        reply = await self._client.request(
+            "update",
+            self._ref,
+            lambda api, t: self._api(api, "replace")(
+                self.name, self.namespace, body, _preload_content=False, _request_timeout=t
+            ),
+            timeout=timeout,
+        )
+        return self._accept("update", reply)
+
+    async def record_event(self, message: str, *, timeout: float | None = None) -> None:
+        """Record ``message`` (e.g. ``"pod-a became leader"``) as an Event on the lock object, as
+        client-go does (reason ``LeaderElection``, type ``Normal``).
+
+        Best effort (see :mod:`aioleader.kubernetes._events`): never raises, bounded by
+        ``timeout`` seconds (2 s if ``None``), a no-op when the lock was built with
+        ``events=False``. Needs the RBAC verbs ``create`` and ``patch`` on ``events``; without
+        them the Event is dropped (logged at DEBUG) and the election is not disturbed.
+        """
+        await self._events.record(message, self._cached, timeout=timeout)
+
+    @property
+    def supports_watch(self) -> bool:
+        return True
+
+    def watch(
+        self,
+        *,
+        relist_interval: float = 300.0,
+        timeout_seconds: int = 290,
+        sock_connect: float = 10.0,
+        sock_read: float = 90.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> AsyncGenerator[Observed | None, None]:
+        """Yield the object now and each time its record changes (``None`` while it does not
+        exist).
+
+        Synopsis::
+
+            async with contextlib.aclosing(lock.watch()) as states:
+                async for observed in states:
+                    print(observed.record.holder_identity if observed else "no lock object")
+
+        A list by name, then a watch from the list's resourceVersion with bookmarks, resumed from
+        the last version seen after disconnects (exponential backoff from ``backoff_initial`` to
+        ``backoff_max`` seconds, jittered), re-listed after 410 Expired or a silence longer than
+        ``sock_read``, and checked by a safety re-read every ``relist_interval`` seconds. Only
+        changes of the record or of the object's existence are yielded: not bookmarks, not
+        changes elsewhere in the object (labels, other annotations, data). Transient errors are
+        retried forever; 403 raises :class:`~aioleader.ForbiddenError` (the watch needs the RBAC
+        verbs ``list`` and ``watch`` on the resource). See :mod:`aioleader.kubernetes._watch`.
+
+        The watch never touches the object cached for :meth:`update`: an elector decides on what
+        it read itself, and a newer version slipped into the cache would let it overwrite a
+        record it never looked at. Options are checked here (:class:`ValueError`); nothing is
+        sent before the first iteration.
+        """
+        return cursor_states(
+            self.watch_cursor(
+                relist_interval=relist_interval,
+                timeout_seconds=timeout_seconds,
+                sock_connect=sock_connect,
+                sock_read=sock_read,
+                backoff_initial=backoff_initial,
+                backoff_max=backoff_max,
+                rng=rng,
+            )
+        )
+
+    @property
+    def supports_watch_cursor(self) -> bool:
+        return True
+
+    def watch_cursor(
+        self,
+        *,
+        relist_interval: float = 300.0,
+        timeout_seconds: int = 290,
+        sock_connect: float = 10.0,
+        sock_read: float = 90.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> ObjectWatch:
+        """What :meth:`watch` yields, as a cancel-safe :class:`~aioleader.WatchCursor`; the same
+        options."""
+        options = WatchOptions(
+            relist_interval=relist_interval,
+            timeout_seconds=timeout_seconds,
+            sock_connect=sock_connect,
+            sock_read=sock_read,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
+        return ObjectWatch(self._client, self._ref, self._list, self._decode, options, rng=rng)
+
+    async def aclose(self) -> None:
+        """Close the API client if the lock built it; a client passed in stays open."""
+        await self._client.aclose()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _api(self, api_client: Any, operation: str) -> Any:
+        """``<operation>_namespaced_<kind>`` of the kind's API on ``api_client``, typed ``Any`` on
+        purpose: with ``_preload_content=False`` it returns aiohttp's response rather than the
+        model the stubs promise, and it takes the plain dict bodies we send (models would
+        serialize ``MicroTime`` wrongly)."""
+        return getattr(self._api_class(api_client), f"{operation}_namespaced_{self._method}")
+
+    def _list(
+        self, api_client: Any, query: Mapping[str, Any], timeout: aiohttp.ClientTimeout
+    ) -> Any:
+        return self._api(api_client, "list")(
+            self.namespace, **query, _preload_content=False, _request_timeout=timeout
+        )
+
+    def _accept(self, verb: str, reply: Reply) -> Observed:
+        """Raise for a failed reply; otherwise cache the object it carries and return its record."""
+        if not reply.ok:
+            raise error_for(verb, self._ref, reply)
+        obj, version = decode_object(verb, self._ref, reply, self.kind)
+        self._cached = obj
+        return self._decode(obj, version)

@@ -25,6 +25,9 @@ from ._observer import LeaderChange as LeaderChange
 from ._observer import LeaderChanges as LeaderChanges
 from ._observer import observe as observe
 from ._record import LeaderElectionRecord as LeaderElectionRecord
+from ._signals import StopOnSignals as StopOnSignals
+from ._signals import cancel_on_signals as cancel_on_signals
+from ._signals import stop_on_signals as stop_on_signals
 from ._timing import Timing as Timing
 
 __version__ = "0.1.0"
@@ -46,12 +49,15 @@ __all__ = (
     "LockNotFound",
     "Observed",
     "PrometheusMetrics",
+    "StopOnSignals",
     "Term",
     "Timing",
     "campaign",
+    "cancel_on_signals",
     "check_health",
     "elect",
     "healthz_app",
     "observe",
     "serve_healthz",
+    "stop_on_signals",
 )

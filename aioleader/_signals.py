@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Final, Union, final
+from typing import Final, final
 
 import anyio
 import anyio.abc
@@ -31,7 +31,7 @@ logger = logging.getLogger("aioleader")
 #: What a pod gets from the kubelet (SIGTERM) and a terminal from Ctrl+C (SIGINT).
 DEFAULT_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
-_Handler = Union[Callable[[int, Union[FrameType, None]], object], int, signal.Handlers, None]
+_Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 
 def _signals(signals: tuple[int, ...]) -> tuple[signal.Signals, ...]:
@@ -78,17 +78,13 @@ async def cancel_on_signals(
     try:
         with anyio.open_signal_receiver(*chosen) as received:
             task_status.started()
-            async for signum in received:
-                break
-            else:  # pragma: no cover - the receiver never ends by itself
-                raise RuntimeError("the signal receiver ended")
+            stopped = signal.Signals(await anext(received))
     finally:
         # asyncio's remove_signal_handler installs SIG_DFL (or default_int_handler), not what
         # was there before; trio restores by itself. Put back exactly what we found.
         for s, handler in previous.items():
             if handler is not None and signal.getsignal(s) is not handler:
                 signal.signal(s, handler)
-    stopped = signal.Signals(signum)
     logger.info(
         "%s: stopping gracefully (a second signal is handled as before aioleader took it)",
         stopped.name,

@@ -60,7 +60,9 @@ def python_blocks(text: str) -> list[Block]:
     while i < len(lines):
         if lines[i].strip() == "```python":
             start = i
-            previous = next((lines[j].strip() for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+            previous = next(
+                (lines[j].strip() for j in range(i - 1, -1, -1) if lines[j].strip()), ""
+            )
             i += 1
             body: list[str] = []
             while i < len(lines) and lines[i].strip() != "```":
@@ -104,7 +106,9 @@ class Replica:
 
     def report(self) -> str:
         out = "\n".join(line for _, line in self.lines)
-        return f"--- {self.identity} (exit {self.process.returncode}):\n{out}\n{''.join(self.errors)}"
+        return (
+            f"--- {self.identity} (exit {self.process.returncode}):\n{out}\n{''.join(self.errors)}"
+        )
 
 
 async def _read_lines(stream: anyio.abc.ByteReceiveStream, sink: list[tuple[float, str]]) -> None:
@@ -163,7 +167,9 @@ async def wait_until(replicas: dict[str, Replica], predicate: object, what: str)
         while not predicate():
             await anyio.sleep(0.005)
         return
-    pytest.fail(f"timed out waiting for {what}\n" + "\n".join(r.report() for r in replicas.values()))
+    pytest.fail(
+        f"timed out waiting for {what}\n" + "\n".join(r.report() for r in replicas.values())
+    )
 
 
 def leaders(group: dict[str, Replica]) -> list[str]:

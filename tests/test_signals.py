@@ -182,7 +182,11 @@ async def test_cancelling_its_scope_leaves_the_block_without_a_signal(anyio_back
 @pytest.mark.parametrize(
     ("signals", "error", "message"),
     [
-        (("SIGTERM",), TypeError, "signals must be signal numbers (e.g. signal.SIGTERM), got 'SIGTERM'"),
+        (
+            ("SIGTERM",),
+            TypeError,
+            "signals must be signal numbers (e.g. signal.SIGTERM), got 'SIGTERM'",
+        ),
         ((True,), TypeError, "signals must be signal numbers (e.g. signal.SIGTERM), got True"),
         ((12345,), ValueError, "12345 is not a signal number"),
     ],

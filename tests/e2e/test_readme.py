@@ -87,6 +87,12 @@ def test_the_readme_has_programs_and_every_block_compiles() -> None:
         assert 'if __name__ == "__main__":' in block.code, f"README.md:{block.line}"
 
 
+def test_the_docs_quick_start_is_the_readme_program() -> None:
+    """docs/index.md shows the same program (not run twice: kept identical instead)."""
+    docs = python_blocks((ROOT / "docs" / "index.md").read_text())
+    assert docs[0].code == PROGRAMS[0].code
+
+
 @dataclass
 class Replica:
     """One copy of a README program, in a process of its own, its output read as it comes."""

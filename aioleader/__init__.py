@@ -28,6 +28,9 @@ from ._observer import observe as observe
 from ._record import MAX_LEASE_DURATION as MAX_LEASE_DURATION
 from ._record import UNPARSEABLE_HOLDER as UNPARSEABLE_HOLDER
 from ._record import LeaderElectionRecord as LeaderElectionRecord
+from ._signals import StopOnSignals as StopOnSignals
+from ._signals import cancel_on_signals as cancel_on_signals
+from ._signals import stop_on_signals as stop_on_signals
 from ._timing import Timing as Timing
 
 __version__ = "0.1.0"
@@ -51,13 +54,16 @@ __all__ = (
     "LockNotFound",
     "Observed",
     "PrometheusMetrics",
+    "StopOnSignals",
     "Term",
     "Timing",
     "WatchCursor",
     "campaign",
+    "cancel_on_signals",
     "check_health",
     "elect",
     "healthz_app",
     "observe",
     "serve_healthz",
+    "stop_on_signals",
 )

@@ -73,7 +73,7 @@ async def run_demo(
                         async with leadership.leading() as term:
                             say(
                                 f"{candidate.identity} is leading "
-                                f"(term {term.number}, fencing token {term.fencing_token})"
+                                f"(fencing token {term.fencing_token})"
                             )
                             await anyio.sleep(math.inf)  # the leader-only work
 
@@ -92,13 +92,16 @@ async def run_demo(
                 await anyio.sleep(0.005)
 
         async with anyio.create_task_group() as tg:
+            say(
+                f"{', '.join(c.identity for c in pool)} campaign for the Lease "
+                f"{NAMESPACE}/{LOCK} ({pool[0].identity} starts first)"
+            )
             await tg.start(run, pool[0])
             await next_leader(_Candidate("nobody"))
             for c in pool[1:]:
                 await tg.start(run, c)
             first = leader()
             assert first is not None
-            say(f"{', '.join(c.identity for c in pool)} are campaigning; {first.identity} leads")
             await anyio.sleep(2 * timing.retry_period)
 
             say(f"killing {first.identity} (no release: it just vanishes)")
@@ -121,7 +124,7 @@ async def run_demo(
             if lease is not None:
                 spec = lease.get("spec") or {}
                 say(
-                    f"lease {NAMESPACE}/{LOCK}: holderIdentity={spec.get('holderIdentity')!r} "
+                    f"Lease {NAMESPACE}/{LOCK}: holderIdentity={spec.get('holderIdentity')!r} "
                     f"leaseTransitions={spec.get('leaseTransitions')} "
                     f"renewTime={spec.get('renewTime')} "
                     f"resourceVersion={lease['metadata']['resourceVersion']}"

@@ -107,7 +107,7 @@ def observe(
 
         async with aioleader.observe(lock) as changes:
             async for change in changes:
-                print(f"leader: {change.holder or 'nobody'} (was {change.previous})")
+                print(f"leader: {change.holder or 'nobody'} (was {change.previous or 'nobody'})")
 
     The first item is the state when observation starts; then one item per change of holder,
     in order (also for every other change of the record, renewals included, if ``renewals`` is

@@ -63,7 +63,7 @@ class Scheduler:
     async def run(self, leadership: Leadership) -> None:
         while True:
             async with leadership.leading() as term:
-                log.info("leading (term %d): scheduler started", term.number)
+                log.info("leading (fencing token %d): scheduler started", term.fencing_token)
                 while True:
                     try:
                         await self.job(term)
@@ -71,7 +71,11 @@ class Scheduler:
                         log.exception("scheduled job failed")
                     self.runs += 1
                     await anyio.sleep(self.interval)
-            log.warning("not leading any more (%s): scheduler paused", term.end_reason)
+            log.warning(
+                "stopped leading (fencing token %d: %s): scheduler paused",
+                term.fencing_token,
+                term.end_reason,
+            )
 
 
 class LeaderStatus(BaseModel):

@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from aioleader import Leadership, Term, Timing, elect
+from aioleader import Leadership, Term, Timing, elect, stop_on_signals
 from aioleader.kubernetes import LeaseLock
 
 log = logging.getLogger("kopf_operator")
@@ -230,19 +229,10 @@ def _arguments() -> argparse.Namespace:
 
 
 async def run_until_signalled(namespace: str, timing: Timing) -> None:
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-
-        async def operator() -> None:
-            await main(namespace=namespace, timing=timing, stop=stop)
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(operator)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("%s: stopping", signal.Signals(signum).name)
-                stop.set()
-                break
+    """Run until SIGTERM or Ctrl+C (or until kopf stops by itself): kopf stops, then the
+    leader's writes are over and the Lease is released before the process exits."""
+    async with stop_on_signals():
+        await main(namespace=namespace, timing=timing)
 
 
 if __name__ == "__main__":

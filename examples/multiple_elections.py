@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -22,7 +21,7 @@ import anyio
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from aioleader import Leadership, Term, Timing, campaign
+from aioleader import Leadership, Term, Timing, campaign, stop_on_signals
 from aioleader.kubernetes import LeaseLock
 
 log = logging.getLogger("multiple_elections")
@@ -53,12 +52,17 @@ class Election:
     async def lead(self, leadership: Leadership) -> None:
         while True:
             async with leadership.leading() as term:
-                log.info("%s: leading (term %d)", self.lock_name, term.number)
+                log.info("%s: leading (fencing token %d)", self.lock_name, term.fencing_token)
                 while True:
                     await self.job(term)
                     self.runs += 1
                     await anyio.sleep(self.interval)
-            log.warning("%s: not leading any more (%s)", self.lock_name, term.end_reason)
+            log.warning(
+                "%s: stopped leading (fencing token %d: %s)",
+                self.lock_name,
+                term.fencing_token,
+                term.end_reason,
+            )
 
 
 def default_elections() -> dict[str, Election]:
@@ -111,13 +115,10 @@ async def main(
 
 
 async def run_until_signalled() -> None:
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(main, stop=stop))
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
-                stop.set()
-                break
+    """Run until SIGTERM or Ctrl+C: then every leader's work is cancelled and awaited, and
+    every Lease this process holds is released before it exits."""
+    async with stop_on_signals():
+        await main()
 
 
 if __name__ == "__main__":

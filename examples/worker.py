@@ -1,6 +1,6 @@
 """A worker that leads, loses leadership, and campaigns again: one term after another.
 
-Each term is logged with its number and fencing token, and every write the worker makes carries
+Each term is logged with its fencing token, and every write the worker makes carries
 the token, so that the store can refuse a write from a leader that has been replaced (a paused or
 partitioned process that does not know yet). Run two of them and kill or partition one::
 
@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from dataclasses import dataclass, field
-from functools import partial
 
 import anyio
 import anyio.lowlevel
 from kubernetes_asyncio.client import ApiClient
 
-from aioleader import Leadership, Term, Timing, elect
+from aioleader import Leadership, Term, Timing, elect, stop_on_signals
 from aioleader.kubernetes import LeaseLock
 
 log = logging.getLogger("worker")
@@ -79,7 +77,7 @@ async def work(
         except StaleWrite as exc:
             # A newer leader exists. Re-reading the Lease ends our term at once if it names
             # somebody else; either way this term writes no more.
-            log.error("term %d: write refused (%s)", term.number, exc)
+            log.error("fencing token %d: write refused (%s)", term.fencing_token, exc)
             await leadership.is_leader(confirm=True)
             return
         report.writes += 1
@@ -106,7 +104,7 @@ async def main(
     async def terms(leadership: Leadership) -> None:
         while True:
             async with leadership.leading() as term:
-                log.info("term %d: leading with fencing token %d", term.number, term.fencing_token)
+                log.info("leading (fencing token %d)", term.fencing_token)
                 report = TermReport(term.number, term.fencing_token)
                 reports.append(report)
                 await work(leadership, term, report, store, interval)
@@ -115,8 +113,8 @@ async def main(
             await term.wait_ended()
             report.end_reason = term.end_reason
             log.warning(
-                "term %d ended (%s) after %d writes; campaigning again",
-                term.number,
+                "stopped leading (fencing token %d: %s) after %d writes; campaigning again",
+                term.fencing_token,
                 term.end_reason,
                 report.writes,
             )
@@ -132,14 +130,11 @@ async def main(
 
 
 async def run_until_signalled() -> None:
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(main, stop=stop))
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("%s: stopping", signal.Signals(signum).name)
-                stop.set()
-                break
+    """Work until SIGTERM or Ctrl+C: then the current write finishes or is cancelled, and the
+    Lease is released before the process exits."""
+    async with stop_on_signals() as stopping:
+        await main()
+    log.info("stopped by %s", stopping.signal.name if stopping.signal else "nothing")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,42 @@ def test_runs_the_coordinated_election_controller(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2
     assert "--coordinated-election needs LeaseCandidates" in refused.stderr
+
+
+def test_stops_promptly_with_a_watch_and_an_idle_connection_open(tmp_path: Path) -> None:
+    """SIGTERM with clients still connected (a watch streaming, a kept-alive idle connection):
+    the process is gone at once, it does not wait for them."""
+    kubeconfig = tmp_path / "kubeconfig"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aioleader.testing", "--port", "0", "--kubeconfig", str(kubeconfig)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
+    try:
+        assert server.stdout is not None
+        ready = server.stdout.readline()
+        port = int(ready.split("127.0.0.1:", 1)[1].split(" ", 1)[0])
+        with (
+            socket.create_connection(("127.0.0.1", port)) as watch,
+            socket.create_connection(("127.0.0.1", port)) as idle,
+        ):
+            watch.sendall(
+                b"GET /apis/coordination.k8s.io/v1/namespaces/default/leases?watch=true "
+                b"HTTP/1.1\r\nHost: emulator\r\n\r\n"
+            )
+            assert watch.recv(4096).startswith(b"HTTP/1.1 200")
+            idle.sendall(b"GET /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: e\r\n\r\n")
+            assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+            sent = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            _, err = server.communicate(timeout=10)
+            took = time.monotonic() - sent
+        print(f"\nstandalone emulator: SIGTERM -> exit {took * 1000:.0f} ms (2 clients connected)")
+        assert server.returncode == 0, err
+        assert took < 1.0  # generous: about 50 ms here
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()

@@ -56,7 +56,12 @@ async def test_demo_shows_an_election_a_crash_failover_and_a_handover() -> None:
     timing = Timing(lease_duration=2, renew_deadline=1.5, retry_period=0.25)
     results = await run_demo(timing=timing, out=out)
     text = out.getvalue()
-    assert "pod-a is leading (term 1, fencing token 0)" in text
+    lines = [line.split("] ", 1)[-1] for line in text.splitlines()]
+    campaign = lines.index(
+        "pod-a, pod-b, pod-c campaign for the Lease default/demo-lock (pod-a starts first)"
+    )
+    assert lines.index("pod-a is leading (fencing token 0)") > campaign  # said in that order
+    assert "(term " not in text  # a term is named by its fencing token only
     assert "killing pod-a" in text
     assert "after the crash" in text
     assert "after the release" in text

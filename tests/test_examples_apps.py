@@ -260,9 +260,9 @@ async def test_worker_loses_a_partition_then_leads_again_with_a_higher_token(
     tokens = [token for _, token in writers()]
     assert tokens == sorted(tokens)
     messages = [record.getMessage() for record in caplog.records if record.name == "worker"]
-    assert "term 1: leading with fencing token 0" in messages
-    assert "term 2: leading with fencing token 2" in messages
-    assert any(m.startswith("term 1 ended (deadline)") for m in messages)
+    assert "leading (fencing token 0)" in messages
+    assert "leading (fencing token 2)" in messages
+    assert any(m.startswith("stopped leading (fencing token 0: deadline)") for m in messages)
     assert holder(emulator, worker.LOCK_NAME) == ""
 
 
@@ -672,3 +672,51 @@ def test_deployment_wires_the_identity_probes_and_grace_period() -> None:
     assert readiness["httpGet"]["port"] == "http"
     paths = {getattr(route, "path", None) for route in fastapi_app.create_app().routes}
     assert {liveness["httpGet"]["path"], readiness["httpGet"]["path"]} <= paths
+
+
+# -- the long-running examples as programs: SIGTERM stops them gracefully ---------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("example", "locks"),
+    [("worker", ["worker"]), ("multiple_elections", ["scheduler", "cleanup"])],
+)
+async def test_long_running_example_releases_its_leases_on_sigterm(
+    emulator: KubeEmulator, tmp_path: Path, example: str, locks: list[str]
+) -> None:
+    endpoint = await emulator.endpoint(example)
+    kubeconfig = tmp_path / "kubeconfig"
+    write_kubeconfig(kubeconfig, endpoint.url)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KUBERNETES_")}
+    env.update(
+        KUBECONFIG=str(kubeconfig),
+        POD_NAME=f"{example}-1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
+    log = tmp_path / "log"
+    with log.open("wb") as sink:
+        process = await anyio.open_process(
+            [sys.executable, str(EXAMPLES / f"{example}.py")],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        await eventually(
+            lambda: all(holder(emulator, name) == f"{example}-1" for name in locks), timeout=20
+        )
+        status, took = await terminate(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.aclose()
+    output = read_log(log)
+    assert status == 0, output
+    assert took < 3, output
+    assert [holder(emulator, name) for name in locks] == [""] * len(locks), output
+    assert "Traceback" not in output
+    assert "Unclosed" not in output

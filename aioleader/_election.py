@@ -171,6 +171,8 @@ class _Election:
                     if self.config.candidate is not None:
                         # The candidacy exists before anyone can be told we campaign.
                         await tg.start(self.config.candidate.keep, self.lock)
+                    for hook in self.config.hooks:
+                        await tg.start(hook.run, self.lock)
                     task_status.started(self.leadership)
                     await self._campaign()
                 except AioleaderError as exc:
@@ -226,6 +228,7 @@ class _Election:
             self._term_closed = anyio.Event()
             await self._keep(term)
             await term._wait_work_done()
+            await self._hooks_standby()
             if term.end_reason == STEPPED_DOWN:
                 # Voluntary: hand over at once rather than after the lease duration.
                 await self.keeper.release(term)
@@ -517,6 +520,8 @@ class _Election:
             term.fencing_token,
             extra={**self._log_extra, "term": term.number, "fencing_token": term.fencing_token},
         )
+        for hook in self.config.hooks:
+            hook.want(True, term)
         assert self._tg is not None
         self._tg.start_soon(self._record_event, f"{self._identity} became leader")
         started = self.config.on_started_leading
@@ -572,6 +577,24 @@ class _Election:
         if self._tg is not None:
             self._tg.start_soon(self._record_event, f"{self._identity} stopped leading")
 
+    async def _hooks_standby(self) -> None:
+        """Before a release: every hook back at its standby state, or RD/2 spent trying."""
+        hooks = self.config.hooks
+        if not hooks:
+            return
+        for hook in hooks:
+            hook.want(False, None)
+        with anyio.move_on_after(self.timing.renew_deadline / 2) as scope:
+            for hook in hooks:
+                await hook.wait_applied()
+        if scope.cancelled_caught:
+            logger.warning(
+                "%s: the standby state of %s was not applied within RD/2; releasing anyway",
+                self._description,
+                ", ".join(type(h).__name__ for h in hooks if h.problem() is not None) or "a hook",
+                extra=self._log_extra,
+            )
+
     async def _stopped(self, term: Term) -> None:
         if self._stopped_pending is term:
             self._stopped_pending = None
@@ -597,6 +620,7 @@ class _Election:
             return
         self._end_term(term, "stopped")
         await term._wait_work_done()
+        await self._hooks_standby()
         if self.config.release_on_cancel:
             await self.keeper.release(term)
         with anyio.move_on_after(self.timing.renew_deadline) as scope:
@@ -647,6 +671,7 @@ class _Election:
             slow_path=c.slow_path,
             last_renew_at=self.keeper.last_renew_done,
             last_error=c.last_error,
+            hook_problems=tuple(p for h in self.config.hooks if (p := h.problem()) is not None),
         )
 
 

@@ -271,6 +271,8 @@ class LeadershipStatistics:
     slow_path: int
     last_renew_at: float | None
     last_error: str | None
+    #: What the election's hooks (``hooks=``) report as not applied; never a reason to fail health.
+    hook_problems: tuple[str, ...] = ()
 
 
 @final

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
@@ -22,7 +22,7 @@ from ._timing import Timing
 if TYPE_CHECKING:
     from ._leadership import Term
 
-__all__ = ["Candidacy", "ElectionConfig", "ElectionOptions"]
+__all__ = ["Candidacy", "ElectionConfig", "ElectionOptions", "TermHook"]
 
 StartedCallback = (
     Callable[["Term"], Awaitable[object] | object] | Callable[[], Awaitable[object] | object]
@@ -45,6 +45,38 @@ class Candidacy(Protocol):
     """
 
     async def keep(self, lock: Lock, *, task_status: TaskStatus[None]) -> None: ...
+
+
+@runtime_checkable
+class TermHook(Protocol):
+    """Something outside the lock that follows this candidate's terms, e.g. a Pod role label or
+    the leader's EndpointSlice (:mod:`aioleader.kubernetes`), so traffic can be routed to the
+    leader alone.
+
+    The elector tells the hook what it wants (:meth:`want`: ``True`` while a term runs, ``False``
+    otherwise); the hook's :meth:`run` task, started with the election and cancelled at its end,
+    converges the outside object to that state and retries on failure, reporting failures itself
+    (logs, metrics, :meth:`problem`). A hook never ends a term. At the end of a term the elector
+    asks for the standby state and waits for it (:meth:`wait_applied`, bounded by RD/2) *before*
+    the lock is released, so the old leader stops receiving traffic before a new one can exist.
+    """
+
+    async def run(self, lock: Lock, *, task_status: TaskStatus[None]) -> None:
+        """Apply the standby state (which also clears what a crashed process left), signal
+        ``task_status.started()``, then keep the outside object at the wanted state."""
+        ...
+
+    def want(self, leading: bool, term: Term | None) -> None:
+        """The state to converge to (``term`` is the term that leads, when ``leading``)."""
+        ...
+
+    async def wait_applied(self) -> None:
+        """Return once the state last wanted has been applied."""
+        ...
+
+    def problem(self) -> str | None:
+        """Why the outside object is not at the wanted state (e.g. the last patch failed)."""
+        ...
 
 
 class ElectionOptions(TypedDict, total=False):
@@ -81,6 +113,9 @@ class ElectionOptions(TypedDict, total=False):
             names it, then renews as usual (deadline, bounded requests, a fencing token that
             strictly increases). A leader whose lock names another ``preferredHolder`` hands
             over at once (client-go lets its lease expire).
+        hooks: [TermHook][aioleader.TermHook] objects that follow this candidate's terms
+            outside the lock (e.g. :class:`aioleader.kubernetes.PodRoleLabel`): told when a term
+            starts, and waited for (bounded by RD/2) before the lock is released at its end.
     """
 
     timing: Timing | None
@@ -95,6 +130,7 @@ class ElectionOptions(TypedDict, total=False):
     max_term: float | None
     ready: ReadySignal | None
     candidate: Candidacy | None
+    hooks: Sequence[TermHook]
 
 
 _OPTION_NAMES = frozenset(ElectionOptions.__annotations__)
@@ -117,6 +153,7 @@ class ElectionConfig:
     max_term: float | None
     ready: ReadySignal | None
     candidate: Candidacy | None
+    hooks: tuple[TermHook, ...]
 
     @classmethod
     def build(cls, lock: Lock, options: ElectionOptions | dict[str, Any]) -> ElectionConfig:
@@ -156,6 +193,13 @@ class ElectionConfig:
                 f"candidate must be a candidacy such as aioleader.kubernetes.LeaseCandidate, "
                 f"got {type(candidate).__name__}"
             )
+        hooks = tuple(options.get("hooks", ()))
+        for hook in hooks:
+            if not isinstance(hook, TermHook):
+                raise TypeError(
+                    f"hooks must be TermHook objects (run, want, wait_applied, problem), "
+                    f"got {type(hook).__name__}"
+                )
         name = options.get("name")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -174,6 +218,7 @@ class ElectionConfig:
             max_term=max_term,
             ready=options.get("ready"),
             candidate=candidate,
+            hooks=hooks,
         )
 
 

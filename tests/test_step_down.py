@@ -292,3 +292,84 @@ async def test_a_preferred_holder_gets_the_lease_at_once(coordinated: bool) -> N
     assert ends[0] == ("a", 0, 4, "stepped down")
     assert ends[1][:2] == ("b", 4.5)  # b joins at 4.5 and leads at once
     assert log.overlaps == []
+
+
+# -- term hooks ------------------------------------------------------------------------------------------
+
+
+class RecordingHook:
+    """A TermHook that applies its state after ``delay`` and records what the lock said then."""
+
+    def __init__(self, lock: MemoryLock, delay: float = 0.5) -> None:
+        self.lock = lock
+        self.delay = delay
+        self.log: list[tuple[float, str, str]] = []
+        self._wanted = False
+        self._applied = anyio.Event()
+        self._changed = anyio.Event()
+
+    def _holder(self) -> str:
+        record = self.lock.peek()
+        return record.holder_identity if record is not None else "-"
+
+    async def run(self, lock: Any, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        await anyio.sleep(self.delay)
+        self.log.append((now(), "standby", self._holder()))
+        self._applied.set()
+        task_status.started()
+        while True:
+            await self._changed.wait()
+            self._changed = anyio.Event()
+            await anyio.sleep(self.delay)
+            self.log.append((now(), "leader" if self._wanted else "standby", self._holder()))
+            self._applied.set()
+
+    def want(self, leading: bool, term: Any) -> None:
+        self._wanted = leading
+        self._applied = anyio.Event()
+        self._changed.set()
+
+    async def wait_applied(self) -> None:
+        await self._applied.wait()
+
+    def problem(self) -> str | None:
+        return None
+
+
+async def test_hooks_reach_standby_before_the_lock_is_released() -> None:
+    a = MemoryLock("a")
+    hook = RecordingHook(a)
+    t0 = now()
+    async with elect(a, hooks=[hook]) as la:
+        await la.wait_term()
+        assert now() - t0 == 0.5  # the standby state is applied before campaigning starts
+        await anyio.sleep(3)
+        await la.step_down(cooldown=100)
+        assert now() - t0 == 4  # stepped down at 3.5, standby applied at 4, then released
+    assert [(t - t0, state, holder) for t, state, holder in hook.log] == [
+        (0.5, "standby", "-"),
+        (1.0, "leader", "a"),
+        (4.0, "standby", "a"),  # still ours when the standby state landed: released after
+    ]
+    record = a.peek()
+    assert record is not None
+    assert record.holder_identity == ""
+
+
+async def test_a_hook_that_never_applies_delays_the_release_by_at_most_half_the_renew_deadline() -> (
+    None
+):
+    a = MemoryLock("a")
+    hook = RecordingHook(a, delay=1000)
+    hook.delay = 0.0  # the start-up standby is instant...
+    t0 = now()
+    async with elect(a, hooks=[hook]) as la:
+        await la.wait_term()
+        hook.delay = 1000  # ...then it hangs
+        await anyio.sleep(1)
+        left = now()
+    assert now() - left == 5  # RD/2, then released anyway
+    record = a.peek()
+    assert record is not None
+    assert record.holder_identity == ""
+    assert t0 <= left

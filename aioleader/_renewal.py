@@ -6,6 +6,7 @@ take) are in :mod:`aioleader._decisions`; this module only sequences the request
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -209,11 +210,24 @@ class TermKeeper:
         ):
             try:
                 half = self.timing.renew_deadline / 2
-                fresh = await self.io.get(anyio.current_time() + half)
-                if fresh is None or not still_ours(fresh.record, self.identity, term.fencing_token):
-                    return
-                released = released_record(fresh.record, datetime.now(timezone.utc))
-                observed, _ = await self.io.update(released, anyio.current_time() + half)
+                observed = None
+                own = self.own_record
+                if own is not None and term.end_reason in ("stopped", "stepped down"):
+                    # No read first: the compare-and-swap on the version of our last write
+                    # decides the same thing. A conflict means somebody wrote since (or the
+                    # object was deleted: its uid no longer matches): read, then decide.
+                    released = released_record(own, datetime.now(timezone.utc))
+                    with contextlib.suppress(LockConflict):
+                        observed, _ = await self.io.update(released, anyio.current_time() + half)
+                if observed is None:
+                    fresh = await self.io.get(anyio.current_time() + half)
+                    self.observe(fresh)
+                    if fresh is None or not still_ours(
+                        fresh.record, self.identity, term.fencing_token
+                    ):
+                        return
+                    released = released_record(fresh.record, datetime.now(timezone.utc))
+                    observed, _ = await self.io.update(released, anyio.current_time() + half)
                 self.observe(observed)
                 logger.info(
                     "%s: released by %s",

@@ -138,6 +138,8 @@ class _Election:
         self._notifier_scope = anyio.CancelScope(shield=True)
         self._paused = False
         self._unready = False
+        # The lock's latest state as its watch delivered it (a base for update_from), if any.
+        self._watched: Observed | None = None
         # Set when the current term's work has finished, its release (if voluntary) is written
         # and on_stopped_leading has run.
         self._term_closed = anyio.Event()
@@ -352,6 +354,7 @@ class _Election:
     def _observe(self, observed: Observed | None) -> None:
         """Feed one read (or watch event) into the view; log and announce what changed."""
         was_deleted = self.view.deleted
+        self._watched = None  # a newer observation than the watch's: _follow sets it again
         change = self.view.observe(observed, anyio.current_time())
         if self.view.deleted and not was_deleted:
             logger.info(
@@ -448,6 +451,8 @@ class _Election:
                 async with contextlib.aclosing(self.lock.watch()) as states:
                     async for observed in states:
                         self._observe(observed)
+                        if self.lock.supports_update_from:
+                            self._watched = observed
                         self._wake.set()
             except ElectionError as exc:
                 logger.warning(
@@ -468,14 +473,22 @@ class _Election:
             self.counters.acquire_attempts += 1
             half = self.timing.renew_deadline / 2
             try:
+                base = self._watched
+                if base is not None and self.view.may_take(anyio.current_time(), self._own_token()):
+                    # The watch delivered the lock's latest state and it may be taken: one write,
+                    # no read first. A conflict means somebody wrote since: read, then decide.
+                    self._watched = None
+                    record = self._new_term_record(base)
+                    with contextlib.suppress(LockConflict):
+                        written, stamp = await self.io.update_from(
+                            base, record, anyio.current_time() + half
+                        )
+                        return self._begin_term(written, record, stamp)
                 observed = await self.io.get(anyio.current_time() + half)
                 self._observe(observed)
                 if not self.view.may_take(anyio.current_time(), self._own_token()):
                     return None
-                previous = observed.record if observed is not None else None
-                record = record_for_new_term(
-                    self.view, previous, datetime.now(timezone.utc), TOKEN_FLOORS.get(self.lock)
-                )
+                record = self._new_term_record(observed)
                 deadline = anyio.current_time() + half
                 if observed is None:
                     written, stamp = await self.io.create(record, deadline)
@@ -490,6 +503,12 @@ class _Election:
                 self.io.failed(exc)
                 return _Failed(exc.retry_after)
             return self._begin_term(written, record, stamp)
+
+    def _new_term_record(self, observed: Observed | None) -> LeaderElectionRecord:
+        previous = observed.record if observed is not None else None
+        return record_for_new_term(
+            self.view, previous, datetime.now(timezone.utc), TOKEN_FLOORS.get(self.lock)
+        )
 
     # -- terms ---------------------------------------------------------------------------------------
 

@@ -111,6 +111,21 @@ class Lock(ABC):
         :class:`~aioleader.LockError` if nothing is cached yet.
         """
 
+    @property
+    def supports_update_from(self) -> bool:
+        """Whether :meth:`update_from` is implemented."""
+        return False
+
+    async def update_from(
+        self, base: Observed, record: LeaderElectionRecord, *, timeout: float | None = None
+    ) -> Observed:
+        """Replace the record, compare-and-swap against ``base`` (an observation this lock's watch
+        delivered) instead of the cached version: a follower that saw the lock released takes it
+        with one write, no read first. On success the result is cached as :meth:`update`'s is.
+
+        Raises :class:`~aioleader.LockConflict` if the lock changed since ``base``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot update from an observation")
+
     async def record_event(self, message: str) -> None:  # noqa: B027 - optional hook
         """Best-effort notification of a transition (Kubernetes Events); the default does nothing.
 

@@ -98,6 +98,14 @@ class LockIO:
         """Update (compare-and-swap); returns the reply and the time the request was sent."""
         return await self._sent(lambda timeout: self.lock.update(record, timeout=timeout), deadline)
 
+    async def update_from(
+        self, base: Observed, record: LeaderElectionRecord, deadline: float
+    ) -> tuple[Observed, Stamp]:
+        """Update against a watched observation (no read first); see ``Lock.update_from``."""
+        return await self._sent(
+            lambda timeout: self.lock.update_from(base, record, timeout=timeout), deadline
+        )
+
     async def _send(self, operation: Callable[..., Awaitable[T]], deadline: float) -> T:
         result, _ = await self._sent(lambda timeout: operation(timeout=timeout), deadline)
         return result

@@ -179,11 +179,10 @@ async def test_a_conflict_on_a_free_lock_backs_off_instead_of_retrying_at_once()
         assert now() - t0 == 2  # one retry period later, not at once
         assert term.fencing_token == 4
     attempts = [(c.op, c.started - t0, c.outcome) for c in b.calls if c.op != "watch"]
-    assert attempts[:4] == [
+    assert attempts[:3] == [
         ("get", 0, "ok"),
         ("update", 0, "conflict"),
-        ("get", 2, "ok"),
-        ("update", 2, "ok"),
+        ("update", 2, "ok"),  # the watch delivered the free record: one write, no read first
     ]
 
 
@@ -290,3 +289,28 @@ async def test_campaign_accepts_the_same_options_as_elect() -> None:
             pass
     with pytest.raises(TypeError, match="release_on_cancel must be True or False"):
         await campaign(MemoryLock("a"), release_on_cancel="yes")  # type: ignore[arg-type]
+
+
+async def test_a_watching_follower_takes_a_released_lock_with_one_write() -> None:
+    a = MemoryLock("a")
+    b = FaultyLock(a.sibling("b"), watch=True)
+    t0 = now()
+    async with anyio.create_task_group() as tg:
+        stop_a = anyio.CancelScope()
+
+        async def run_a(*, task_status: anyio.abc.TaskStatus[Any]) -> None:
+            with stop_a:
+                await campaign(a, task_status=task_status)
+
+        la = await tg.start(run_a)
+        await la.wait_term()
+        async with elect(b) as lb:
+            await anyio.sleep(3)
+            assert lb.leader == "a"
+            before = len(b.calls)
+            stop_a.cancel()  # a releases at 3 (one write: its last write's version decides)
+            term = await lb.wait_term()
+            assert now() - t0 == 3
+            after = [(c.op, c.started - t0, c.outcome) for c in b.calls[before:]]
+            assert [x for x in after if x[0] != "watch"] == [("update", 3, "ok")]
+            assert term.fencing_token == 1

@@ -166,6 +166,21 @@ class MemoryLock(Lock):
         self._write(record)
         return self._observed()
 
+    @property
+    def supports_update_from(self) -> bool:
+        return True
+
+    async def update_from(
+        self, base: Observed, record: LeaderElectionRecord, *, timeout: float | None = None
+    ) -> Observed:
+        await anyio.lowlevel.checkpoint()
+        if self._slot.raw is None:
+            raise LockConflict(f"{self.describe()} was deleted")
+        if str(self._slot.version) != base.version:
+            raise LockConflict(f"{self.describe()} was modified (version {base.version} is stale)")
+        self._write(record)
+        return self._observed()
+
     # FaultyLock uses these to make a "reply lost" write leave the cache stale, as a real client's
     # would be: the write landed, but the caller never saw the new version.
     def _cache_state(self) -> object:

@@ -195,6 +195,17 @@ class FaultyLock(Lock):
     ) -> Observed:
         return await self._call("update", lambda: self.inner.update(record, timeout=timeout))
 
+    @property
+    def supports_update_from(self) -> bool:
+        return self.inner.supports_update_from
+
+    async def update_from(
+        self, base: Observed, record: LeaderElectionRecord, *, timeout: float | None = None
+    ) -> Observed:
+        return await self._call(
+            "update", lambda: self.inner.update_from(base, record, timeout=timeout)
+        )
+
     async def record_event(self, message: str) -> None:
         await self.inner.record_event(message)
 

@@ -21,9 +21,7 @@ work has been cancelled *and has finished*.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
-import math
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,14 +31,15 @@ from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._decisions import TOKEN_FLOORS, LockView, record_for_new_term
 from ._exceptions import AioleaderError, ElectionError, LockConflict, LockError
+from ._handover import STEPPED_DOWN, Handover
 from ._leadership import Leadership, LeadershipStatistics, Term, _Leading
 from ._lock import Lock, Observed
 from ._lockio import Counters, LockIO, Stamp
-from ._options import ElectionConfig, ElectionOptions, NewLeaderCallback
+from ._notify import Notifier, maybe_await
+from ._options import ElectionConfig, ElectionOptions
 from ._record import LeaderElectionRecord
 from ._renewal import TermKeeper
 from ._tracing import span
@@ -54,11 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["campaign", "elect"]
 
 logger = logging.getLogger("aioleader")
-
-
-async def _maybe_await(value: object) -> None:
-    if inspect.isawaitable(value):
-        await value
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException], what: str) -> BaseException:
@@ -84,9 +78,6 @@ class _Failed:
 
 
 _Attempt = Term | _Failed | None  # None: the lock is held (or a deletion is being waited out)
-
-#: ``Term.end_reason`` of a term ended on purpose (step_down, pause, not ready, max_term).
-STEPPED_DOWN = "stepped down"
 
 
 class _Election:
@@ -124,7 +115,7 @@ class _Election:
             metrics=config.metrics,
             observe=self._observe,
             end_term=self._end_term,
-            hand_over=self._hand_over,
+            hand_over=lambda term, why: self.handover.hand_over(term, why),
             span_attributes=self._span_attributes,
             log_extra=self._log_extra,
         )
@@ -133,11 +124,18 @@ class _Election:
         self._wake = anyio.Event()
         self._stopped_pending: Term | None = None
         self._tg: TaskGroup | None = None
-        self._notify: MemoryObjectSendStream[tuple[NewLeaderCallback, str]] | None = None
-        self._notifier_done = anyio.Event()
-        self._notifier_scope = anyio.CancelScope(shield=True)
-        self._paused = False
-        self._unready = False
+        self.notifier = Notifier()
+        self.handover = Handover(
+            self.view,
+            self.timing,
+            ready=config.ready,
+            current_term=lambda: self.leadership.term,
+            end_term=self._end_term,
+            wake=lambda: self._wake.set(),
+            term_closed=lambda: self._term_closed,
+            description=self._description,
+            log_extra=self._log_extra,
+        )
         # The lock's latest state as its watch delivered it (a base for update_from), if any.
         self._watched: Observed | None = None
         # Set when the current term's work has finished, its release (if voluntary) is written
@@ -163,12 +161,10 @@ class _Election:
 
     async def run(self, *, task_status: TaskStatus[Leadership]) -> None:
         error: BaseException | None
-        send, receive = anyio.create_memory_object_stream[tuple[NewLeaderCallback, str]](math.inf)
-        self._notify = send
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._notifier, receive)
+                tg.start_soon(self.notifier.run)
                 try:
                     if self.config.candidate is not None:
                         # The candidacy exists before anyone can be told we campaign.
@@ -185,13 +181,9 @@ class _Election:
                         with anyio.CancelScope(shield=True):
                             await self._shutdown()
                     finally:
-                        send.close()
-                        with anyio.CancelScope(shield=True):
-                            # Let on_new_leader callbacks queued so far (e.g. for our release)
-                            # run, but never let a stuck callback hold the shutdown forever.
-                            with anyio.move_on_after(self.timing.renew_deadline):
-                                await self._notifier_done.wait()
-                        self._notifier_scope.cancel()
+                        # Let on_new_leader callbacks queued so far (e.g. for our release) run,
+                        # but never let a stuck callback hold the shutdown forever.
+                        await self.notifier.close(self.timing.renew_deadline)
                         tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             error = _unwrap(group, f"election for {self._description}")
@@ -205,30 +197,16 @@ class _Election:
             # __cause__ (e.g. the ApiException behind a ForbiddenError).
             raise error
 
-    async def _notifier(
-        self, receive: MemoryObjectReceiveStream[tuple[NewLeaderCallback, str]]
-    ) -> None:
-        # One task runs on_new_leader callbacks in order, so a slow callback never delays a renewal.
-        # Shielded so that callbacks queued during shutdown (our own release) still run; run()
-        # cancels this scope itself once shutdown is over.
-        try:
-            with self._notifier_scope:
-                async with receive:
-                    async for callback, holder in receive:
-                        await _maybe_await(callback(holder))
-        finally:
-            self._notifier_done.set()
-
     async def _campaign(self) -> None:
         if self.config.ready is not None:
             # Readiness is known before the first attempt; then re-checked every RP.
-            await self._check_ready()
+            await self.handover.check_ready()
             assert self._tg is not None
-            self._tg.start_soon(self._follow_readiness)
+            self._tg.start_soon(self.handover.follow_readiness)
         while True:
             term = await self._acquire()
             self._term_closed = anyio.Event()
-            await self._keep(term)
+            await self.handover.keep_at_most(term, self.config.max_term, self.keeper.keep)
             await term._wait_work_done()
             await self._hooks_standby()
             if term.end_reason == STEPPED_DOWN:
@@ -237,117 +215,20 @@ class _Election:
             await self._stopped(term)
             self._term_closed.set()
 
-    async def _keep(self, term: Term) -> None:
-        """Keep the term; with ``max_term``, step down once it has lasted that long."""
-        max_term = self.config.max_term
-        if max_term is None:
-            await self.keeper.keep(term)
-            return
-        with anyio.move_on_after(term.acquired_at + max_term - anyio.current_time()):
-            await self.keeper.keep(term)
-            return
-        if term.active:
-            self._hand_over(term, f"rotation after a {max_term:g}s term")
-
-    def _hand_over(self, term: Term, why: str) -> None:
-        """End ``term`` on purpose so that another candidate leads: released once its work has
-        finished, and this candidate stays out long enough for a polling follower to take over,
-        ``(1 + jitter) × RP + RP``."""
-        if not term.active:
-            return
-        t = self.timing
-        logger.info(
-            "%s: %s hands over (%s)", self._description, self._identity, why, extra=self._log_extra
-        )
-        rest = (1 + t.jitter) * t.retry_period + t.retry_period
-        self.view.hold(max(self.view.held_until, anyio.current_time() + rest))
-        self._end_term(term, STEPPED_DOWN)
-
-    # -- step down, pause, readiness -----------------------------------------------------------------
+    # -- step down, pause (Leadership's controls; the logic is in _handover) ------------------------
 
     async def step_down(self, cooldown: float | None) -> None:
-        """End the current term (work cancelled and awaited, lock released) and stay out of the
-        race for ``cooldown`` seconds (default: the lease duration)."""
-        if cooldown is None:
-            cooldown = self.timing.lease_duration
-        if isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or not cooldown >= 0:
-            raise ValueError(f"cooldown must be a number of seconds >= 0, got {cooldown!r}")
-        # Out of the race while the work winds down and the release is written; the cooldown
-        # counts from the moment the lock is free.
-        self.view.hold(math.inf)
-        await self._end_voluntarily("steps down")
-        self.view.hold(math.inf if self.paused else anyio.current_time() + cooldown)
-        self._wake.set()
+        await self.handover.step_down(cooldown)
 
     def pause(self) -> None:
-        """Stop campaigning until :meth:`resume`; a leader steps down (without waiting)."""
-        self._paused = True
-        self._apply_hold()
+        self.handover.pause()
 
     def resume(self) -> None:
-        self._paused = False
-        self._apply_hold()
+        self.handover.resume()
 
     @property
     def paused(self) -> bool:
-        return self._paused or self._unready
-
-    def _apply_hold(self) -> None:
-        if self.paused:
-            self.view.hold(math.inf)
-            term = self.leadership.term
-            if term is not None and term.active:
-                logger.info(
-                    "%s: %s steps down (%s)",
-                    self._description,
-                    self._identity,
-                    "paused" if self._paused else "not ready",
-                    extra=self._log_extra,
-                )
-                self._end_term(term, STEPPED_DOWN)
-        else:
-            self.view.hold(-math.inf)
-        self._wake.set()
-
-    async def _end_voluntarily(self, what: str) -> None:
-        term = self.leadership.term
-        if term is None or not term.active:
-            return
-        logger.info("%s: %s %s", self._description, self._identity, what, extra=self._log_extra)
-        closed = self._term_closed
-        self._end_term(term, STEPPED_DOWN)
-        await closed.wait()
-
-    async def _check_ready(self) -> None:
-        assert self.config.ready is not None
-        try:
-            value = self.config.ready()
-            if inspect.isawaitable(value):
-                value = await value
-            ready = bool(value)
-        except Exception as exc:
-            logger.warning(
-                "%s: the readiness check failed (%r): not ready",
-                self._description,
-                exc,
-                extra=self._log_extra,
-            )
-            ready = False
-        if ready == self._unready:
-            logger.info(
-                "%s: %s is %s",
-                self._description,
-                self._identity,
-                "ready: campaigning" if ready else "not ready: not campaigning",
-                extra=self._log_extra,
-            )
-            self._unready = not ready
-            self._apply_hold()
-
-    async def _follow_readiness(self) -> None:
-        while True:
-            await anyio.sleep(self.timing.retry_period)
-            await self._check_ready()
+        return self.handover.paused
 
     # -- observations --------------------------------------------------------------------------------
 
@@ -369,10 +250,8 @@ class _Election:
             change.holder or "nobody",
             extra={**self._log_extra, "holder": change.holder},
         )
-        callback = self.config.on_new_leader
-        if callback is not None and self._notify is not None:
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._notify.send_nowait((callback, change.holder))
+        if self.config.on_new_leader is not None:
+            self.notifier.post(self.config.on_new_leader, change.holder)
 
     def _own_token(self) -> int | None:
         last = self.leadership.term
@@ -554,7 +433,7 @@ class _Election:
     async def _run_started(self, term: Term, scope: anyio.CancelScope) -> None:
         assert self.config.on_started_leading is not None
         async with _Leading(self.leadership, term=term, scope=scope):
-            await _maybe_await(self.config.on_started_leading(term))
+            await maybe_await(self.config.on_started_leading(term))
 
     async def _record_event(self, message: str) -> None:
         # Best effort, off the renew path: never delays or fails a renewal.
@@ -619,7 +498,7 @@ class _Election:
             self._stopped_pending = None
             callback = self.config.on_stopped_leading
             if callback is not None:
-                await _maybe_await(callback(term))
+                await maybe_await(callback(term))
 
     # -- confirm, shutdown -----------------------------------------------------------------------
 

@@ -104,7 +104,7 @@ class LockView:
             return self._holder_is("")
         record = observed.record
         self.max_transitions = max(self.max_transitions, record.leader_transitions)
-        key = observed.raw if observed.precise else (observed.raw, observed.version)
+        key = observed.change_key
         if key != self._key:
             self._key = key
             self.changed_at = now

@@ -39,6 +39,19 @@ class Observed:
     version: str
     precise: bool = True
 
+    @property
+    def change_key(self) -> object:
+        """What tells two observations of the record apart: its bytes, and the version too where
+        the bytes do not change with every write (``precise`` false)."""
+        return self.raw if self.precise else (self.raw, self.version)
+
+
+def same_state(a: Observed | None, b: Observed | None) -> bool:
+    """Whether two observations (``None``: the lock did not exist) show the same record."""
+    if a is None or b is None:
+        return a is b
+    return a.change_key == b.change_key
+
 
 class WatchCursor(ABC):
     """A lock's states one at a time: what :meth:`Lock.watch` yields, as a cursor.

@@ -60,7 +60,7 @@ import aiohttp
 import anyio
 
 from .._exceptions import ElectionError, LockError
-from .._lock import Observed, WatchCursor
+from .._lock import Observed, WatchCursor, same_state
 from ._client import DEFAULT_TIMEOUT, KubeClient, Send, read_reply
 from ._errors import error_for
 from ._reply import ObjectRef, decode_json
@@ -173,12 +173,6 @@ def _metadata(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
     )
 
 
-def _key(state: Observed) -> object:
-    """What tells two states apart: the record's bytes, and the version too where the bytes do
-    not change with every write (:attr:`~aioleader.Observed.precise`)."""
-    return state.raw if state.precise else (state.raw, state.version)
-
-
 class _Stream:
     """An open watch response and what was read of it."""
 
@@ -278,12 +272,7 @@ class ObjectWatch(WatchCursor):
     def changed(self, state: Observed | None) -> bool:
         """Whether ``state`` differs from the last returned one (and remember it if so)."""
         last = self.last
-        if isinstance(last, _Unset):
-            differs = True
-        elif last is None or state is None:
-            differs = last is not state
-        else:
-            differs = _key(last) != _key(state)
+        differs = isinstance(last, _Unset) or not same_state(last, state)
         if differs:
             self.last = state
         return differs

@@ -8,7 +8,7 @@ from typing import Final, final
 import anyio
 
 from .._exceptions import LockConflict, LockError
-from .._lock import Lock, Observed, WatchCursor
+from .._lock import Lock, Observed, WatchCursor, same_state
 from .._record import LeaderElectionRecord
 
 __all__ = ["UNKNOWN_LEADER", "MultiLock"]
@@ -265,11 +265,6 @@ def _combine(primary: Observed, secondary: Observed | None) -> Observed:
     )
 
 
-def _key(state: Observed) -> object:
-    # As the elector and the Kubernetes watch tell states apart (see Observed.precise).
-    return state.raw if state.precise else (state.raw, state.version)
-
-
 class _Unset:
     """No state read yet."""
 
@@ -301,12 +296,7 @@ class _MultiCursor(WatchCursor):
         """The combined state if it differs from the last one returned, else :data:`_UNSET`."""
         state = self._combined()
         last = self._last
-        if isinstance(last, _Unset):
-            differs = True
-        elif last is None or state is None:
-            differs = last is not state
-        else:
-            differs = _key(last) != _key(state)
+        differs = isinstance(last, _Unset) or not same_state(last, state)
         if not differs:
             return _UNSET
         self._last = state

@@ -8,7 +8,8 @@ stay independent, and keeps client-go's names and meaning for those two:
 * ``leader_election_slowpath_total{name}`` — renewals that fell back from the one-request fast
   path to a GET.
 
-plus ``aioleader_*``: terms started, renewal latency, API errors by kind.
+plus ``aioleader_*``: terms started, renewal latency, API errors by kind, failed attempts of term
+hooks (a Pod role label, the leader's EndpointSlice).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class ElectionMetrics(Protocol):
 
     def api_error(self, name: str, kind: str) -> None:
         """A request failed: ``kind`` is ``conflict``, ``timeout``, ``transient`` or ``fatal``."""
+
+    def hook_failed(self, name: str, hook: str) -> None:
+        """A term hook (``hook`` is its class name, e.g. ``PodRoleLabel``) failed to apply a
+        state; it retries, and the term goes on."""
 
 
 class PrometheusMetrics:
@@ -98,6 +103,13 @@ class PrometheusMetrics:
             **kwargs,
         )
 
+        self._hook_failures = prom.Counter(
+            "aioleader_hook_failures",
+            "Failed attempts of term hooks (role label, leader endpoints) by hook class.",
+            ["name", "hook"],
+            **kwargs,
+        )
+
     def leading(self, name: str, leading: bool) -> None:
         self._status.labels(name=name).set(1 if leading else 0)
 
@@ -112,3 +124,6 @@ class PrometheusMetrics:
 
     def api_error(self, name: str, kind: str) -> None:
         self._errors.labels(name=name, kind=kind).inc()
+
+    def hook_failed(self, name: str, hook: str) -> None:
+        self._hook_failures.labels(name=name, hook=hook).inc()

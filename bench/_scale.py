@@ -138,6 +138,9 @@ class Metrics:
     def api_error(self, name: str, kind: str) -> None:
         self.tally.errors[kind] += 1
 
+    def hook_failed(self, name: str, hook: str) -> None:
+        self.tally.errors["hook"] += 1
+
 
 async def ticker(tally: Tally) -> None:
     while True:

@@ -65,3 +65,14 @@ def test_metrics_default_name_is_the_lock() -> None:
     registry = CollectorRegistry()
     PrometheusMetrics(registry).leading("memory/x", True)
     assert value(registry, "leader_election_master_status", name="memory/x") == 1
+
+
+def test_hook_failures_are_counted_by_election_and_hook() -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    metrics.hook_failed("default/app", "PodRoleLabel")
+    metrics.hook_failed("default/app", "PodRoleLabel")
+    metrics.hook_failed("default/app", "LeaderEndpoints")
+    counted = "aioleader_hook_failures_total"
+    assert value(registry, counted, name="default/app", hook="PodRoleLabel") == 2
+    assert value(registry, counted, name="default/app", hook="LeaderEndpoints") == 1

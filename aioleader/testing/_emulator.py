@@ -53,8 +53,8 @@ class KubeEmulator:
     """An in-process kube-apiserver for the APIs leader election uses, with fault injection.
 
     It serves Leases (``coordination.k8s.io/v1``), LeaseCandidates
-    (``coordination.k8s.io/v1beta1``), ConfigMaps, Endpoints and Events (core ``v1`` and
-    ``events.k8s.io/v1``) over HTTP, so code under test talks to it through the real
+    (``coordination.k8s.io/v1beta1``), ConfigMaps, Endpoints, Pods (metadata only), Events (core
+    ``v1`` and ``events.k8s.io/v1``) and EndpointSlices (``discovery.k8s.io/v1``) over HTTP, so code under test talks to it through the real
     kubernetes_asyncio client. What a real server does is reproduced where leader election can
     tell: one revision counter for all objects; server-set ``uid``, ``creationTimestamp`` and
     ``resourceVersion``; optimistic concurrency with the real 409 Conflict; PUT rules per type

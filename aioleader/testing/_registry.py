@@ -127,11 +127,13 @@ class Registry:
                 '"pkg/api/legacyscheme/scheme.go:30"'
             )
         try:
-            return rt.body.decode(document)
+            obj = rt.body.decode(document)
         except DecodeError as exc:
             raise ApiError.bad_request(
                 f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: {exc}'
             ) from None
+        rt.defaults(obj)
+        return obj
 
     @staticmethod
     def _ensure_namespace(obj: dict[str, Any], namespace: str) -> None:

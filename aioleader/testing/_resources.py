@@ -32,6 +32,8 @@ from ._validation import (
     NameRule,
     config_map_key,
     name_is_dns_subdomain,
+    validate_endpoint_slice,
+    validate_endpoint_slice_update,
     validate_lease_candidate_spec,
     validate_lease_candidate_update,
     validate_lease_spec,
@@ -40,10 +42,12 @@ from ._validation import (
 __all__ = [
     "CONFIGMAPS",
     "ENDPOINTS",
+    "ENDPOINTSLICES",
     "EVENTS",
     "EVENTS_V1",
     "LEASECANDIDATES",
     "LEASES",
+    "PODS",
     "RESOURCES",
     "ResourceType",
     "by_path",
@@ -105,6 +109,19 @@ def _no_spec_rules(obj: Mapping[str, Any]) -> list[FieldError]:
     return []
 
 
+def _no_defaults(obj: dict[str, Any]) -> None:
+    return None
+
+
+def _endpoint_slice_defaults(obj: dict[str, Any]) -> None:
+    """``SetDefaults_EndpointPort`` (discovery/v1): a port without a name or protocol gets
+    ``""`` and ``TCP``."""
+    for port in obj.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("name", "")
+            port.setdefault("protocol", "TCP")
+
+
 def _no_update_rules(obj: Mapping[str, Any], old: Mapping[str, Any]) -> list[FieldError]:
     return []
 
@@ -140,6 +157,8 @@ class ResourceType:
         _no_update_rules
     )
     name_rule: NameRule = name_is_dns_subdomain
+    # Defaulting of the decoded object (``SetDefaults_*``), before validation.
+    defaults: Callable[[dict[str, Any]], None] = _no_defaults
 
     @property
     def api_version(self) -> str:
@@ -218,6 +237,38 @@ ENDPOINTS = ResourceType(
     allow_create_on_update=True,
     allow_unconditional_update=True,
 )
+# Pods are stored for their metadata (a role label, read back by tests); spec and status are kept
+# as sent, not modelled or validated.
+PODS = ResourceType(
+    group="",
+    version="v1",
+    plural="pods",
+    kind="Pod",
+    body=Struct("Pod", {"metadata": OBJECT_META}, open=True),
+    allow_create_on_update=False,
+    allow_unconditional_update=True,
+)
+ENDPOINTSLICES = ResourceType(
+    group="discovery.k8s.io",
+    version="v1",
+    plural="endpointslices",
+    kind="EndpointSlice",
+    body=Struct(
+        "EndpointSlice",
+        {
+            "metadata": OBJECT_META,
+            "addressType": STRING,
+            "endpoints": ANY_LIST,
+            "ports": ANY_LIST,
+        },
+    ),
+    # endpointslice/strategy.go: no create on PUT, unconditional updates allowed.
+    allow_create_on_update=False,
+    allow_unconditional_update=True,
+    validate_spec=validate_endpoint_slice,
+    validate_update=validate_endpoint_slice_update,
+    defaults=_endpoint_slice_defaults,
+)
 # Events are stored for assertions, not modelled: unknown fields are kept as sent.
 EVENTS = ResourceType(
     group="",
@@ -252,6 +303,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     LEASECANDIDATES,
     CONFIGMAPS,
     ENDPOINTS,
+    PODS,
+    ENDPOINTSLICES,
     EVENTS,
     EVENTS_V1,
 )
@@ -265,6 +318,8 @@ _BY_NAME.update(
         "leasecandidate": LEASECANDIDATES,
         "configmap": CONFIGMAPS,
         "endpoint": ENDPOINTS,
+        "pod": PODS,
+        "endpointslice": ENDPOINTSLICES,
     }
 )
 

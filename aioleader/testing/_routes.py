@@ -16,7 +16,7 @@ __all__ = ["GIT_VERSION", "Operation", "resolve"]
 GIT_VERSION = "v1.36.2-aioleader-emulator"
 
 _VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-_SHORT_NAMES = {"configmaps": ["cm"], "endpoints": ["ep"], "events": ["ev"]}
+_SHORT_NAMES = {"configmaps": ["cm"], "endpoints": ["ep"], "events": ["ev"], "pods": ["po"]}
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """Field validation with kube-apiserver's wording (apimachinery ``util/validation/field``).
 
-Only what the emulated resources need: object names and namespaces, and the Lease and
-LeaseCandidate rules of ``pkg/apis/coordination/validation``. Messages are rendered exactly as Go renders them, because
+Only what the emulated resources need: object names and namespaces, the Lease and
+LeaseCandidate rules of ``pkg/apis/coordination/validation``, and the EndpointSlice rules of
+``pkg/apis/discovery/validation`` that a leader's slice can break. Messages are rendered exactly as Go renders them, because
 clients (and our fidelity tests) compare them as text.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ __all__ = [
     "dns1123_subdomain",
     "name_is_dns_subdomain",
     "validate_lease_candidate_spec",
+    "validate_endpoint_slice",
+    "validate_endpoint_slice_update",
     "validate_lease_candidate_update",
     "validate_lease_spec",
     "validate_object_meta",
@@ -33,6 +37,7 @@ _TYPES = {
     "required": ("Required value", "FieldValueRequired"),
     "forbidden": ("Forbidden", "FieldValueForbidden"),
     "not_supported": ("Unsupported value", "FieldValueNotSupported"),
+    "duplicate": ("Duplicate value", "FieldValueDuplicate"),
 }
 
 
@@ -66,7 +71,7 @@ class FieldError:
     def body(self) -> str:
         """``field.Error.ErrorBody()``: the message without the field path."""
         text = _TYPES[self.type][0]
-        if self.type in ("invalid", "not_supported"):
+        if self.type in ("invalid", "not_supported", "duplicate"):
             value = self.value
             if isinstance(value, str):
                 shown = go_quote(value)
@@ -351,4 +356,89 @@ def validate_lease_candidate_update(
     name = spec.get("leaseName") or ""
     if name != (old_spec.get("leaseName") or ""):
         return [FieldError("invalid", "spec.leaseName", name, "field is immutable")]
+    return []
+
+
+# --- EndpointSlices (discovery.k8s.io/v1) --------------------------------------------------------
+
+ADDRESS_TYPES = ("FQDN", "IPv4", "IPv6")
+PORT_PROTOCOLS = ("SCTP", "TCP", "UDP")
+
+
+def _supported(values: tuple[str, ...]) -> str:
+    return "supported values: " + ", ".join(go_quote(v) for v in values)
+
+
+def _ip_problems(address: str, version: int) -> list[str]:
+    """``IsValidIPv4Address``/``IsValidIPv6Address`` and ``ValidateNonSpecialIP``."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return [f"must be a valid IPv{version} address"]
+    if ip.version != version:
+        return [f"must be a valid IPv{version} address"]
+    if ip.is_unspecified:
+        return ["may not be unspecified (0.0.0.0, ::)"]
+    if ip.is_loopback:
+        return ["may not be in the loopback range (127.0.0.0/8, ::1/128)"]
+    if ip.is_link_local:
+        return ["may not be in the link-local range (169.254.0.0/16, fe80::/10)"]
+    return []
+
+
+def validate_endpoint_slice(obj: Mapping[str, Any]) -> list[FieldError]:
+    """``ValidateEndpointSlice`` beyond object metadata: the address type, every endpoint's
+    addresses (at least one, of the slice's type) and the ports (DNS-1123 label names, unique,
+    a supported protocol)."""
+    errors: list[FieldError] = []
+    address_type = obj.get("addressType") or ""
+    if not address_type:
+        errors.append(FieldError("required", "addressType"))
+    elif address_type not in ADDRESS_TYPES:
+        errors.append(
+            FieldError("not_supported", "addressType", address_type, _supported(ADDRESS_TYPES))
+        )
+    for i, endpoint in enumerate(obj.get("endpoints") or []):
+        path = f"endpoints[{i}].addresses"
+        addresses = endpoint.get("addresses") if isinstance(endpoint, dict) else None
+        if not addresses:
+            errors.append(FieldError("required", path, detail="must contain at least 1 address"))
+            continue
+        for j, address in enumerate(addresses):
+            if address_type in ("IPv4", "IPv6") and isinstance(address, str):
+                version = 4 if address_type == "IPv4" else 6
+                errors += [
+                    FieldError("invalid", f"{path}[{j}]", address, problem)
+                    for problem in _ip_problems(address, version)
+                ]
+    names: set[str] = set()
+    for i, port in enumerate(obj.get("ports") or []):
+        if not isinstance(port, dict):
+            continue
+        name = port.get("name") or ""
+        if name:
+            errors += [
+                FieldError("invalid", f"ports[{i}].name", name, problem)
+                for problem in _dns1123_label(name)
+            ]
+        if name in names:
+            errors.append(FieldError("duplicate", f"ports[{i}].name", name))
+        names.add(name)
+        protocol = port.get("protocol")
+        if protocol not in PORT_PROTOCOLS:
+            errors.append(
+                FieldError(
+                    "not_supported", f"ports[{i}].protocol", protocol, _supported(PORT_PROTOCOLS)
+                )
+            )
+    return errors
+
+
+def validate_endpoint_slice_update(
+    obj: Mapping[str, Any], old: Mapping[str, Any]
+) -> list[FieldError]:
+    """``ValidateEndpointSliceUpdate``: the address type is immutable."""
+    new_type, old_type = obj.get("addressType") or "", old.get("addressType") or ""
+    if new_type != old_type:
+        return [FieldError("invalid", "addressType", new_type, "field is immutable")]
     return []

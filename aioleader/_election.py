@@ -39,7 +39,7 @@ from ._leadership import Leadership, LeadershipStatistics, Term, _Leading
 from ._lock import Lock, Observed
 from ._lockio import Counters, LockIO, Stamp
 from ._notify import Notifier, maybe_await
-from ._options import ElectionConfig, ElectionOptions
+from ._options import ElectionConfig, ElectionOptions, TermHook
 from ._record import LeaderElectionRecord
 from ._renewal import TermKeeper
 from ._tracing import span
@@ -125,6 +125,9 @@ class _Election:
         self._stopped_pending: Term | None = None
         self._tg: TaskGroup | None = None
         self.notifier = Notifier()
+        # Hooks outlive the campaign's cancellation: the shutdown still asks them for the standby
+        # state before the release. run() cancels their scopes itself once shutdown is over.
+        self._hook_scopes: list[anyio.CancelScope] = []
         self.handover = Handover(
             self.view,
             self.timing,
@@ -170,7 +173,7 @@ class _Election:
                         # The candidacy exists before anyone can be told we campaign.
                         await tg.start(self.config.candidate.keep, self.lock)
                     for hook in self.config.hooks:
-                        await tg.start(hook.run, self.lock)
+                        await tg.start(self._run_hook, hook)
                     task_status.started(self.leadership)
                     await self._campaign()
                 except AioleaderError as exc:
@@ -184,6 +187,8 @@ class _Election:
                         # Let on_new_leader callbacks queued so far (e.g. for our release) run,
                         # but never let a stuck callback hold the shutdown forever.
                         await self.notifier.close(self.timing.renew_deadline)
+                        for scope in self._hook_scopes:
+                            scope.cancel()
                         tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             error = _unwrap(group, f"election for {self._description}")
@@ -196,6 +201,12 @@ class _Election:
             # Raised outside the except block, so the exception keeps its own __context__ and
             # __cause__ (e.g. the ApiException behind a ForbiddenError).
             raise error
+
+    async def _run_hook(self, hook: TermHook, *, task_status: TaskStatus[None]) -> None:
+        scope = anyio.CancelScope(shield=True)
+        self._hook_scopes.append(scope)
+        with scope:
+            await hook.run(self.lock, task_status=task_status)
 
     async def _campaign(self) -> None:
         if self.config.ready is not None:
@@ -518,7 +529,8 @@ class _Election:
             return
         self._end_term(term, "stopped")
         await term._wait_work_done()
-        await self._hooks_standby()
+        if not self._term_closed.is_set():  # else the campaign has applied it for this term
+            await self._hooks_standby()
         if self.config.release_on_cancel:
             await self.keeper.release(term)
         with anyio.move_on_after(self.timing.renew_deadline) as scope:

@@ -373,3 +373,23 @@ async def test_a_hook_that_never_applies_delays_the_release_by_at_most_half_the_
     assert record is not None
     assert record.holder_identity == ""
     assert t0 <= left
+
+
+async def test_hooks_reach_standby_before_the_release_when_the_election_is_cancelled() -> None:
+    a = MemoryLock("a")
+    hook = RecordingHook(a)
+    t0 = now()
+    async with elect(a, hooks=[hook]) as la:
+        await la.wait_term()
+        await anyio.sleep(2)
+        left = now()
+    # The hook's task outlives the cancellation: standby applied in 0.5 s, then released.
+    assert now() - left == 0.5
+    assert [(t - t0, state, holder) for t, state, holder in hook.log] == [
+        (0.5, "standby", "-"),
+        (1.0, "leader", "a"),
+        (3.0, "standby", "a"),
+    ]
+    record = a.peek()
+    assert record is not None
+    assert record.holder_identity == ""

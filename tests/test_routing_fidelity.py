@@ -84,7 +84,7 @@ def invalid(kind: str, name: str, causes: list[tuple[str, str, str]]) -> dict[st
 async def test_pod_labels_are_merge_patched_and_removed_with_null(
     kube: KubeTarget, content_type: str
 ) -> None:
-    pods = client.CoreV1Api(kube.api_client)
+    pods: Any = client.CoreV1Api(kube.api_client)
     ns = kube.namespace
     await pods.create_namespaced_pod(ns, pod_body("p", app="x", role="leader"))
     code, patched = await raw(
@@ -116,7 +116,7 @@ async def test_pod_labels_are_merge_patched_and_removed_with_null(
 
 
 async def test_patching_a_missing_pod_is_not_found(kube: KubeTarget) -> None:
-    pods = client.CoreV1Api(kube.api_client)
+    pods: Any = client.CoreV1Api(kube.api_client)
     code, body = await failure(
         pods.patch_namespaced_pod(
             "nope", kube.namespace, {"metadata": {"labels": {"a": "b"}}}, _content_type=MERGE
@@ -128,7 +128,7 @@ async def test_patching_a_missing_pod_is_not_found(kube: KubeTarget) -> None:
 
 
 async def test_pod_label_changes_are_watched(kube: KubeTarget) -> None:
-    pods = client.CoreV1Api(kube.api_client)
+    pods: Any = client.CoreV1Api(kube.api_client)
     ns = kube.namespace
     created = await pods.create_namespaced_pod(ns, pod_body("w", role="standby"))
     seen: list[tuple[str, str]] = []
@@ -156,7 +156,7 @@ async def test_pod_label_changes_are_watched(kube: KubeTarget) -> None:
 
 
 async def test_endpoint_slice_create_update_and_defaults(kube: KubeTarget) -> None:
-    discovery = client.DiscoveryV1Api(kube.api_client)
+    discovery: Any = client.DiscoveryV1Api(kube.api_client)
     ns = kube.namespace
     body = slice_body("svc-leader", ports=[{"port": 80}])
     code, created = await raw(
@@ -188,13 +188,15 @@ async def test_endpoint_slice_create_update_and_defaults(kube: KubeTarget) -> No
         ns, label_selector="kubernetes.io/service-name=svc"
     )
     assert [s.metadata.name for s in listed.items] == ["svc-leader"]
-    code, body = await failure(discovery.create_namespaced_endpoint_slice(ns, slice_body("svc-leader")))
+    code, body = await failure(
+        discovery.create_namespaced_endpoint_slice(ns, slice_body("svc-leader"))
+    )
     assert code == 409
     assert body["reason"] == "AlreadyExists"
 
 
 async def test_endpoint_slice_put_does_not_create(kube: KubeTarget) -> None:
-    discovery = client.DiscoveryV1Api(kube.api_client)
+    discovery: Any = client.DiscoveryV1Api(kube.api_client)
     code, body = await failure(
         discovery.replace_namespaced_endpoint_slice(
             "missing", kube.namespace, slice_body("missing")
@@ -256,7 +258,7 @@ async def test_endpoint_slice_put_does_not_create(kube: KubeTarget) -> None:
 async def test_invalid_endpoint_slices(
     kube: KubeTarget, fields: dict[str, Any], causes: list[tuple[str, str, str]]
 ) -> None:
-    discovery = client.DiscoveryV1Api(kube.api_client)
+    discovery: Any = client.DiscoveryV1Api(kube.api_client)
     code, body = await failure(
         discovery.create_namespaced_endpoint_slice(kube.namespace, slice_body("bad", **fields))
     )
@@ -264,7 +266,7 @@ async def test_invalid_endpoint_slices(
 
 
 async def test_endpoint_slice_address_type_is_immutable(kube: KubeTarget) -> None:
-    discovery = client.DiscoveryV1Api(kube.api_client)
+    discovery: Any = client.DiscoveryV1Api(kube.api_client)
     ns = kube.namespace
     _, created = await raw(
         discovery.create_namespaced_endpoint_slice(ns, slice_body("imm"), _preload_content=False)

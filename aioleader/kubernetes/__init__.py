@@ -4,10 +4,16 @@
 controller-runtime and kube-controller-manager use today. :class:`ConfigMapLock` and
 :class:`EndpointsLock` keep client-go's older annotation record, for interoperating with peers
 that still use it and for migrating them to a Lease (:class:`aioleader.locks.MultiLock`).
+
+:class:`PodRoleLabel` and :class:`LeaderEndpoints` are term hooks (``elect(..., hooks=[...])``)
+that route a Service's traffic to the leader alone: a role label on the leader's Pod, or the
+EndpointSlice of a selector-less Service.
 """
 
 from ._configmap import ConfigMapLock as ConfigMapLock
 from ._endpoints import EndpointsLock as EndpointsLock
+from ._leader_endpoints import LeaderEndpoints as LeaderEndpoints
 from ._lease import LeaseLock as LeaseLock
+from ._pod_label import PodRoleLabel as PodRoleLabel
 
-__all__ = ("ConfigMapLock", "EndpointsLock", "LeaseLock")
+__all__ = ("ConfigMapLock", "EndpointsLock", "LeaderEndpoints", "LeaseLock", "PodRoleLabel")

@@ -110,6 +110,12 @@ class ObjectLock(Lock):
         """``namespace/name``, as client-go's ``Describe``."""
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def kube_client(self) -> KubeClient:
+        """The lock's request path (its borrowed or owned ``ApiClient``, bounded and translated
+        requests), shared with this package's term hooks so they need no client of their own."""
+        return self._client
+
     # -- what a kind says --------------------------------------------------------------------------
 
     def _check(self) -> None:

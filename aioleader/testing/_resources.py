@@ -320,6 +320,7 @@ _BY_NAME.update(
         "endpoint": ENDPOINTS,
         "pod": PODS,
         "endpointslice": ENDPOINTSLICES,
+        "endpointslices": ENDPOINTSLICES,
     }
 )
 

@@ -31,8 +31,19 @@ class LeaseLock(ObjectLock):
     ``KUBERNETES_SERVICE_HOST`` is set, else ``$KUBECONFIG`` / ``~/.kube/config``, on first use,
     and closes the client it built in :meth:`aclose`.
 
-    ``labels`` and ``annotations`` are written on the Lease when this lock creates it (for
-    ownership, cleanup and ``kubectl get leases -l ...``), never on updates.
+    ``labels``, ``annotations`` and ``owner_references`` are written on the Lease when this lock
+    creates it (for ownership, cleanup and ``kubectl get leases -l ...``; an owner reference to
+    the Deployment makes the garbage collector delete the Lease with it) and kept by every
+    update. ``labels`` are also written by every update, as client-go 1.34's
+    ``LeaseLock.Labels``: each new holder's labels (e.g. its zone) replace the previous
+    holder's values for the same keys; other labels are kept.
+
+    ``create=False``: the lock never creates the Lease, which must be created beforehand (RBAC
+    ``resourceNames`` cannot restrict ``create``, so this is what allows a Role that names the
+    one Lease). While it is missing, every acquisition attempt fails with
+    :class:`~aioleader.LockNotFound`, retried every retry period, shown in the election's
+    ``statistics().last_error`` and logged at WARNING once (again after each reappearance
+    and disappearance); nothing crashes.
 
     Transitions are recorded as core/v1 Events on the Lease, as client-go does (reason
     ``LeaderElection``, ``"<identity> became leader"`` / ``"<identity> stopped leading"``), best
@@ -44,7 +55,7 @@ class LeaseLock(ObjectLock):
     library does not model (owner references, a future spec field) survive a renewal. Renewal is
     one PUT carrying the cached ``resourceVersion``; kube-apiserver refuses it with 409 if anybody
     wrote in between, which is the whole of the election's safety. Requires the RBAC verbs
-    ``get``, ``create`` and ``update`` on ``leases`` in the namespace (and ``list`` and ``watch``
+    ``get``, ``create`` (unless ``create=False``) and ``update`` on ``leases`` in the namespace (and ``list`` and ``watch``
     for followers to watch it, see :meth:`watch`).
 
     The lock runs on anyio's asyncio backend (kubernetes_asyncio uses aiohttp).
@@ -56,6 +67,7 @@ class LeaseLock(ObjectLock):
     plural: ClassVar[str] = "leases"
     _api_class: ClassVar[Any] = CoordinationV1Api
     _method: ClassVar[str] = "lease"
+    _labels_on_update: ClassVar[bool] = True
 
     @staticmethod
     def _decode(obj: dict[str, Any], version: str) -> Observed:

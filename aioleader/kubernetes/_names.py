@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 __all__ = [
     "check_identity",
     "check_name",
     "check_namespace",
+    "check_owner_references",
     "check_string_map",
     "default_identity",
 ]
@@ -116,3 +117,43 @@ def check_string_map(
         if size > _ANNOTATIONS_MAX_BYTES:
             raise ValueError(f"{argument} total {size} bytes, more than the 256 KiB allowed")
     return result
+
+
+_OWNER_FIELDS: Final = ("apiVersion", "kind", "name", "uid")
+_OWNER_FLAGS: Final = ("controller", "blockOwnerDeletion")
+
+
+def check_owner_references(
+    value: Sequence[Mapping[str, Any]] | None,
+) -> tuple[dict[str, Any], ...]:
+    """``metadata.ownerReferences`` as kube-apiserver requires them: each with a non-empty
+    ``apiVersion``, ``kind``, ``name`` and ``uid`` (and optional booleans ``controller`` and
+    ``blockOwnerDeletion``), at most one controller, written as given (camelCase keys)."""
+    if value is None:
+        return ()
+    if isinstance(value, Mapping | str | bytes) or not isinstance(value, Sequence):
+        raise ValueError(
+            f"owner_references must be a list of owner references (mappings), got {value!r}"
+        )
+    result: list[dict[str, Any]] = []
+    for index, reference in enumerate(value):
+        where = f"owner_references[{index}]"
+        if not isinstance(reference, Mapping):
+            raise ValueError(f"{where} must be a mapping, got {reference!r}")
+        unknown = sorted(set(reference) - set(_OWNER_FIELDS) - set(_OWNER_FLAGS))
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown field {unknown[0]!r} (fields: apiVersion, kind, name, uid, "
+                "controller, blockOwnerDeletion)"
+            )
+        for field in _OWNER_FIELDS:
+            item = reference.get(field)
+            if not isinstance(item, str) or not item:
+                raise ValueError(f"{where}.{field} must be a non-empty string, got {item!r}")
+        for flag in _OWNER_FLAGS:
+            if flag in reference and not isinstance(reference[flag], bool):
+                raise ValueError(f"{where}.{flag} must be True or False, got {reference[flag]!r}")
+        result.append(dict(reference))
+    if sum(1 for r in result if r.get("controller")) > 1:
+        raise ValueError("owner_references: only one reference can have controller set to true")
+    return tuple(result)

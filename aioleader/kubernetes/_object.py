@@ -14,25 +14,34 @@ requests on a borrowed or owned client, Events, and the list+watch. A subclass n
 
 from __future__ import annotations
 
+import logging
 import random
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import aiohttp
 import anyio.lowlevel
 
-from .._exceptions import LockError
+from .._exceptions import LockError, LockNotFound
 from .._lock import Lock, Observed, cursor_states
 from .._record import LeaderElectionRecord
 from ._client import KubeClient
 from ._errors import error_for
 from ._events import EventRecorder
-from ._names import check_identity, check_name, check_namespace, check_string_map
+from ._names import (
+    check_identity,
+    check_name,
+    check_namespace,
+    check_owner_references,
+    check_string_map,
+)
 from ._reply import ObjectRef, Reply, decode_object
 from ._watch import ObjectWatch, WatchOptions
 
 __all__ = ["ObjectLock"]
+
+logger = logging.getLogger("aioleader")
 
 
 class ObjectLock(Lock):
@@ -40,8 +49,11 @@ class ObjectLock(Lock):
 
     ``api_client`` is a kubernetes_asyncio ``ApiClient`` the lock borrows (it is never closed by
     the lock); without one, the lock builds one on first use and closes it in :meth:`aclose`.
-    ``labels`` and ``annotations`` are written when this lock creates the object, never on
-    updates. ``events=False`` records no Events.
+    ``labels``, ``annotations`` and ``owner_references`` are written when this lock creates the
+    object and kept by every update (which writes the object back as read); a kind with
+    :attr:`_labels_on_update` also writes its ``labels`` with every update, so that each new
+    holder's labels replace the previous holder's. ``create=False``: the lock never creates the
+    object (see :meth:`create`). ``events=False`` records no Events.
     """
 
     #: The object's ``kind``, ``apiVersion``, API group (``""`` for core) and plural (as RBAC
@@ -54,6 +66,8 @@ class ObjectLock(Lock):
     #: (``read_namespaced_<method>``, ``list_namespaced_<method>``, ...).
     _api_class: ClassVar[Any]
     _method: ClassVar[str]
+    #: Whether updates write the configured labels too (client-go 1.34's ``LeaseLock.Labels``).
+    _labels_on_update: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -64,6 +78,8 @@ class ObjectLock(Lock):
         *,
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
+        owner_references: Sequence[Mapping[str, Any]] | None = None,
+        create: bool = True,
         events: bool = True,
     ) -> None:
         self._ref = ObjectRef(
@@ -75,6 +91,11 @@ class ObjectLock(Lock):
         self._identity = check_identity(identity)
         self._labels = check_string_map(labels, "labels", label_values=True)
         self._annotations = check_string_map(annotations, "annotations", label_values=False)
+        self._owner_references = check_owner_references(owner_references)
+        if not isinstance(create, bool):
+            raise ValueError(f"create must be True or False, got {create!r}")
+        self._may_create = create
+        self._missing_reported = False
         self._check()
         self._client = KubeClient(api_client)
         # The object as last read or written (the parsed JSON), the base of the next update.
@@ -153,7 +174,9 @@ class ObjectLock(Lock):
         if reply.status == 404 and reply.status_object() is not None:
             self._cached = None
             return None
-        return self._accept("get", reply)
+        observed = self._accept("get", reply)
+        self._missing_reported = False  # report the next disappearance again
+        return observed
 
     async def create(
         self,
@@ -161,15 +184,33 @@ class ObjectLock(Lock):
         *,
         timeout: float | None = None,
     ) -> Observed:
-        """Create the object holding ``record`` (with the configured labels and annotations).
+        """Create the object holding ``record`` (with the configured labels, annotations and owner
+        references).
 
-        Raises :class:`~aioleader.LockConflict` if it already exists.
+        Raises :class:`~aioleader.LockConflict` if it already exists. A lock built with
+        ``create=False`` sends nothing and raises :class:`~aioleader.LockNotFound` (a transient
+        :class:`~aioleader.LockError`: the elector retries every retry period until somebody
+        creates the object), logging one WARNING per disappearance.
         """
+        if not self._may_create:
+            await anyio.lowlevel.checkpoint()
+            message = (
+                f"{self._ref} does not exist, and this lock was built with create=False: "
+                f"create it beforehand (e.g. kubectl apply -f a manifest of the {self.kind})"
+            )
+            if not self._missing_reported:
+                self._missing_reported = True
+                logger.warning(
+                    "%s: %s; retrying", self.describe(), message, extra={"lock": self.describe()}
+                )
+            raise LockNotFound(message)
         metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
         if self._labels:
             metadata["labels"] = dict(self._labels)
         if self._annotations:
             metadata["annotations"] = dict(self._annotations)
+        if self._owner_references:
+            metadata["ownerReferences"] = [dict(r) for r in self._owner_references]
         body = self._create_body(record, metadata)
         reply = await self._client.request(
             "create",
@@ -197,6 +238,11 @@ class ObjectLock(Lock):
             await anyio.lowlevel.checkpoint()
             raise LockError(f"cannot update {self._ref}: call get() or create() first")
         body = self._update_body(cached, record)
+        if self._labels_on_update and self._labels:
+            metadata = dict(body.get("metadata") or {})
+            labels = metadata.get("labels")
+            metadata["labels"] = {**(labels if isinstance(labels, dict) else {}), **self._labels}
+            body = {**body, "metadata": metadata}
         reply = await self._client.request(
             "update",
             self._ref,

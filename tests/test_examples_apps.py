@@ -23,7 +23,7 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from asgi_lifespan import LifespanManager
-from kubernetes_asyncio.client import CoreV1Api, V1ConfigMap, V1ObjectMeta
+from kubernetes_asyncio.client import CoordinationV1Api, CoreV1Api, V1ConfigMap, V1ObjectMeta
 
 from aioleader import Leadership, Timing, elect
 from aioleader.kubernetes import LeaseLock
@@ -630,6 +630,55 @@ async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulat
     }
     assert not allowed(rules, "coordination.k8s.io", "leases", "update", "another-lease")
     assert not allowed(rules, "coordination.k8s.io", "leases", "delete", lock_name)
+
+
+@pytest.mark.asyncio
+async def test_the_no_create_role_grants_exactly_what_a_no_create_lease_lock_uses(
+    emulator: KubeEmulator,
+) -> None:
+    lock_name = load_example("fastapi_app").LOCK_NAME
+    role = load_manifest("role-no-create.yaml")
+    lease = load_manifest("lease.yaml")
+    assert role["kind"] == "Role"
+    assert (lease["kind"], lease["metadata"]["name"]) == ("Lease", lock_name)
+    rules: list[dict[str, Any]] = role["rules"]
+    # Whoever deploys applies lease.yaml first (through the API, validated like any create).
+    setup = await emulator.api_client("deployer")
+    coordination: Any = CoordinationV1Api(setup)
+    await coordination.create_namespaced_lease("default", lease)
+
+    async def candidate(name: str, stop: anyio.Event, led: anyio.Event) -> None:
+        api_client = await emulator.api_client(name)
+        lock = LeaseLock(lock_name, "default", name, api_client=api_client, create=False)
+        async with elect(lock, timing=TIMING) as leadership:
+            await leadership.wait_term()
+            led.set()
+            await stop.wait()
+
+    stops = {name: anyio.Event() for name in ("pod-a", "pod-b")}
+    led = {name: anyio.Event() for name in ("pod-a", "pod-b")}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(candidate, "pod-a", stops["pod-a"], led["pod-a"])
+        await led["pod-a"].wait()
+        tg.start_soon(candidate, "pod-b", stops["pod-b"], led["pod-b"])
+        await anyio.sleep(3 * TIMING.retry_period)
+        stops["pod-a"].set()
+        await led["pod-b"].wait()
+        stops["pod-b"].set()
+
+    requests = [r for r in emulator.requests if r.client in stops]
+    assert {r.verb for r in requests if r.resource == "leases"} == {
+        "get",
+        "list",
+        "watch",
+        "update",
+    }
+    for r in requests:
+        name = lock_name if r.verb in ("list", "watch") else r.name
+        assert allowed(rules, r.group, r.resource, r.verb, name), r
+    # Nothing but the one Lease: not even create.
+    assert not allowed(rules, "coordination.k8s.io", "leases", "create", "")
+    assert not allowed(rules, "coordination.k8s.io", "leases", "update", "another-lease")
 
 
 def test_deployment_wires_the_identity_probes_and_grace_period() -> None:

@@ -56,10 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def lock_options(p: argparse.ArgumentParser) -> None:
+    def lock_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
         p.add_argument(
             "--lock",
-            required=True,
+            required=required,
             metavar="SPEC",
             help="lease/NAMESPACE/NAME, configmap/NAMESPACE/NAME, endpoints/NAMESPACE/NAME or "
             "file:PATH",
@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
         "SIGTERM, then SIGKILL after --grace-period (from a guardian process that holds the "
         "term's deadline), and aioleader exits with code 3 so that the container restarts. "
         "SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGUSR2 are forwarded to the group; the lock is "
-        "released once no process of the group is left.",
+        "released once no process of the group is left. SIGUSR1 steps down: the command is "
+        "stopped, the lock released for another replica, and aioleader exits with code 3.",
     )
     lock_options(run)
     run.add_argument("--identity", help="holder identity (default: $POD_NAME, else host_pid)")
@@ -101,10 +102,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--healthz-addr", metavar="HOST:PORT", help="serve GET /healthz there")
     run.add_argument("--metrics-addr", metavar="HOST:PORT", help="serve Prometheus /metrics there")
+    run.add_argument(
+        "--pod-label",
+        metavar="KEY=LEADER[,STANDBY]",
+        help="label this Pod ($POD_NAME) KEY=LEADER while leading and KEY=STANDBY otherwise "
+        "(removed if no STANDBY), e.g. role=leader,standby, for a Service selecting the leader",
+    )
+    run.add_argument(
+        "--leader-endpoints",
+        metavar="SERVICE:PORT[,PORT…]",
+        help="point the EndpointSlice of the selector-less Service SERVICE at this Pod ($POD_IP) "
+        "while leading; PORT is NUMBER or NAME=NUMBER (the Service port's name)",
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS…]")
 
-    status = sub.add_parser("status", help="show who holds the lock")
-    lock_options(status)
+    status = sub.add_parser("status", help="show who holds the lock (or each labelled Lease)")
+    lock_options(status, required=False)
+    status.add_argument(
+        "-l",
+        "--selector",
+        metavar="SELECTOR",
+        help="instead of --lock: one line per Lease matching this label selector (e.g. app=web)",
+    )
+    status.add_argument(
+        "-n", "--namespace", help="with -l: the namespace (default: every namespace)"
+    )
     status.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
     watch = sub.add_parser("watch", help="print one line per change of leader")
@@ -218,8 +240,56 @@ def _sidecar(args: argparse.Namespace, lock: Lock) -> Sidecar:
         prometheus_client.start_http_server(port, addr=host)
     healthz = _address(args.healthz_addr, "--healthz-addr") if args.healthz_addr else None
     return Sidecar(
-        lock, cmd, timing=timing, grace_period=args.grace_period, metrics=metrics, healthz=healthz
+        lock,
+        cmd,
+        timing=timing,
+        grace_period=args.grace_period,
+        metrics=metrics,
+        healthz=healthz,
+        hooks=_hooks(args, metrics),
     )
+
+
+def _hooks(args: argparse.Namespace, metrics: Any) -> list[Any]:
+    """The term hooks ``--pod-label`` and ``--leader-endpoints`` ask for."""
+    hooks: list[Any] = []
+    if args.pod_label is None and args.leader_endpoints is None:
+        return hooks
+    from . import kubernetes as kube
+
+    if args.pod_label is not None:
+        key, equals, values = args.pod_label.partition("=")
+        leader, _, standby = values.partition(",")
+        if not equals or not key or not leader:
+            raise _UsageError(
+                f"--pod-label {args.pod_label!r}: expected KEY=LEADER[,STANDBY], "
+                "e.g. role=leader,standby"
+            )
+        try:
+            hooks.append(kube.PodRoleLabel(key, leader, standby or None, metrics=metrics))
+        except ValueError as exc:
+            raise _UsageError(f"--pod-label {args.pod_label!r}: {exc}") from exc
+    if args.leader_endpoints is not None:
+        service, colon, port_list = args.leader_endpoints.partition(":")
+        if not colon or not service or not port_list:
+            raise _UsageError(
+                f"--leader-endpoints {args.leader_endpoints!r}: expected SERVICE:PORT[,PORT…], "
+                "e.g. my-svc:http=8080"
+            )
+        ports: list[Any] = []
+        for item in port_list.split(","):
+            name, equals, number = item.rpartition("=")
+            if not number.isdigit():
+                raise _UsageError(
+                    f"--leader-endpoints {args.leader_endpoints!r}: port {item!r} is not NUMBER "
+                    "or NAME=NUMBER"
+                )
+            ports.append((name, int(number)) if equals else int(number))
+        try:
+            hooks.append(kube.LeaderEndpoints(service, ports, metrics=metrics))
+        except ValueError as exc:
+            raise _UsageError(f"--leader-endpoints {args.leader_endpoints!r}: {exc}") from exc
+    return hooks
 
 
 # -- status / watch ----------------------------------------------------------------------------------
@@ -228,15 +298,40 @@ def _sidecar(args: argparse.Namespace, lock: Lock) -> Sidecar:
 async def _status(lock: Lock, output: str) -> int:
     async with lock:
         observed = await lock.get(timeout=10)
+    data = _status_data(lock.describe(), observed)
+    if output == "json":
+        print(json.dumps(data))
+    else:
+        print(_status_line(data))
+    return 0
+
+
+async def _status_selected(selector: str, namespace: str | None, output: str) -> int:
+    from .kubernetes._listing import list_leases
+
+    found = await list_leases(selector, namespace)
+    rows = [_status_data(f"{ns}/{name}", observed) for ns, name, observed in found]
+    if output == "json":
+        print(json.dumps(rows))
+    elif not rows:
+        where = f"namespace {namespace!r}" if namespace else "any namespace"
+        print(f"no Lease matches {selector!r} in {where}")
+    else:
+        for row in rows:
+            print(_status_line(row))
+    return 0
+
+
+def _status_data(lock: str, observed: Any) -> dict[str, Any]:
     if observed is None:
-        data: dict[str, Any] = {"lock": lock.describe(), "exists": False, "holder": None}
+        data: dict[str, Any] = {"lock": lock, "exists": False, "holder": None}
     else:
         record = observed.record
         age = None
         if record.renew_time is not None:
             age = (datetime.now(timezone.utc) - record.renew_time).total_seconds()
         data = {
-            "lock": lock.describe(),
+            "lock": lock,
             "exists": True,
             "holder": record.holder_identity or None,
             "leaseDurationSeconds": record.lease_duration_seconds,
@@ -246,17 +341,17 @@ async def _status(lock: Lock, output: str) -> int:
             "transitions": record.leader_transitions,
             "resourceVersion": observed.version,
         }
-    if output == "json":
-        print(json.dumps(data))
-    elif not data["exists"]:
-        print(f"{data['lock']}: no such lock")
-    else:
-        age_text = "?" if data["renewAgeSeconds"] is None else f"{data['renewAgeSeconds']:.1f}s ago"
-        print(
-            f"{data['lock']}: holder {data['holder'] or '(none)'}, renewed {age_text}, "
-            f"lease {data['leaseDurationSeconds']}s, transitions {data['transitions']}"
-        )
-    return 0
+    return data
+
+
+def _status_line(data: dict[str, Any]) -> str:
+    if not data["exists"]:
+        return f"{data['lock']}: no such lock"
+    age_text = "?" if data["renewAgeSeconds"] is None else f"{data['renewAgeSeconds']:.1f}s ago"
+    return (
+        f"{data['lock']}: holder {data['holder'] or '(none)'}, renewed {age_text}, "
+        f"lease {data['leaseDurationSeconds']}s, transitions {data['transitions']}"
+    )
 
 
 async def _watch(lock: Lock, poll_interval: float) -> int:
@@ -287,6 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "status" and (args.selector is None) == (args.lock is None):
+            raise _UsageError("status: give either --lock SPEC or -l SELECTOR")
+        if args.command == "status" and args.selector is not None:
+            if args.kubeconfig:
+                os.environ["KUBECONFIG"] = args.kubeconfig
+            return anyio.run(_status_selected, args.selector, args.namespace, args.output)
         lock = make_lock(
             args.lock, identity=getattr(args, "identity", None), kubeconfig=args.kubeconfig
         )

@@ -16,8 +16,11 @@ The command's whole process tree is owned, not just its first process:
 
 Signals: SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGUSR2 are forwarded to the command's process
 group while it runs (the command decides: its exit ends the term, and the lock is released);
-while not leading, each of them stops the wrapper (released if held, exit 0). SIGUSR1 is kept for
-"step down" and is not handled yet.
+while not leading, each of them stops the wrapper (released if held, exit 0). SIGUSR1 means "step
+down" (:meth:`~aioleader.Leadership.step_down`): a leader stops the command (SIGTERM, SIGKILL after
+the grace period), releases the lock so that another replica takes over at once, and exits with
+code 3 (the container restarts and campaigns again); a candidate that is not leading stays out of
+the race for the cooldown.
 """
 
 from __future__ import annotations
@@ -228,6 +231,7 @@ class Sidecar:
         grace_period: float | None = None,
         metrics: Any = None,
         healthz: tuple[str, int] | None = None,
+        hooks: Sequence[Any] = (),
     ) -> None:
         limit = max_grace_period(timing)
         grace = limit if grace_period is None else grace_period
@@ -242,6 +246,8 @@ class Sidecar:
         self.grace = grace
         self.metrics = metrics
         self.healthz = healthz
+        self.hooks = tuple(hooks)
+        self.leadership: Leadership | None = None
         self.guardian: _Guardian | None = None
         self.pending: list[int] = []
         self.exit_code: int | None = None
@@ -252,9 +258,14 @@ class Sidecar:
             tg.start_soon(self._signals, tg.cancel_scope)
             leadership: Leadership = await tg.start(
                 lambda task_status: campaign(
-                    self.lock, timing=self.timing, metrics=self.metrics, task_status=task_status
+                    self.lock,
+                    timing=self.timing,
+                    metrics=self.metrics,
+                    hooks=self.hooks,
+                    task_status=task_status,
                 )
             )
+            self.leadership = leadership
             if self.healthz is not None:
                 from ._health import serve_healthz
 
@@ -326,8 +337,13 @@ class Sidecar:
         guardian.signal(signum)
 
     async def _signals(self, scope: anyio.CancelScope) -> None:
-        with anyio.open_signal_receiver(*FORWARDED_SIGNALS) as signals:
+        with anyio.open_signal_receiver(*FORWARDED_SIGNALS, signal.SIGUSR1) as signals:
             async for signum in signals:
+                if signum == signal.SIGUSR1:
+                    if self.leadership is not None:
+                        _say("SIGUSR1: stepping down")
+                        await self.leadership.step_down()
+                    continue
                 guardian = self.guardian
                 if guardian is None:
                     _say(f"{signal.Signals(signum).name}: stopping")

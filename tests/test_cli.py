@@ -194,6 +194,50 @@ async def test_status_text_and_json(emu: KubeEmulator, tmp_path: Path) -> None:
     assert data["renewAgeSeconds"] > 0
 
 
+@pytest.mark.asyncio
+async def test_status_lists_an_applications_leases_by_label(
+    emu: KubeEmulator, tmp_path: Path
+) -> None:
+    config = await config_for(emu, "a", tmp_path)
+    for namespace, name, holder, app in (
+        ("default", "web-scheduler", "pod-1", "web"),
+        ("other", "web-mailer", "", "web"),
+        ("default", "db", "pod-9", "db"),
+    ):
+        emu.put_raw(
+            "leases",
+            namespace,
+            name,
+            {
+                "metadata": {"labels": {"app": app}},
+                "spec": {
+                    "holderIdentity": holder,
+                    "leaseDurationSeconds": 15,
+                    "leaseTransitions": 2,
+                },
+            },
+        )
+    base = [
+        sys.executable,
+        "-m",
+        "aioleader",
+        "status",
+        "--kubeconfig",
+        str(config),
+        "-l",
+        "app=web",
+    ]
+    text = (await anyio.run_process(base, env=env())).stdout.decode()
+    assert text.splitlines() == [
+        "default/web-scheduler: holder pod-1, renewed ?, lease 15s, transitions 2",
+        "other/web-mailer: holder (none), renewed ?, lease 15s, transitions 2",
+    ]
+    one = (await anyio.run_process([*base, "-n", "other", "-o", "json"], env=env())).stdout
+    assert [(row["lock"], row["holder"]) for row in json.loads(one)] == [("other/web-mailer", None)]
+    none = (await anyio.run_process([*base[:-1], "app=nope", "-n", "x"], env=env())).stdout
+    assert none.decode() == "no Lease matches 'app=nope' in namespace 'x'\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -223,6 +267,24 @@ async def test_status_text_and_json(emu: KubeEmulator, tmp_path: Path) -> None:
             "expected HOST:PORT",
         ),
         (["status", "--lock", "pod/default/x"], "unknown lock kind"),
+        (["status"], "give either --lock SPEC or -l SELECTOR"),
+        (["status", "--lock", "lease/default/x", "-l", "a=b"], "give either --lock"),
+        (
+            ["run", "--lock", "lease/default/x", "--pod-label", "role", "--", "true"],
+            "expected KEY=LEADER[,STANDBY]",
+        ),
+        (
+            ["run", "--lock", "lease/default/x", "--pod-label", "role=a b", "--", "true"],
+            "invalid value 'a b'",
+        ),
+        (
+            ["run", "--lock", "lease/default/x", "--leader-endpoints", "svc", "--", "true"],
+            "expected SERVICE:PORT[,PORT…]",
+        ),
+        (
+            ["run", "--lock", "lease/default/x", "--leader-endpoints", "svc:http", "--", "true"],
+            "port 'http' is not NUMBER or NAME=NUMBER",
+        ),
     ],
 )
 def test_bad_flags_give_one_line_and_exit_2(argv: list[str], message: str) -> None:

@@ -131,7 +131,9 @@ class Replicas:
         path = self.tmp_path / f"wrapper-{name}.log"
         return path.read_text() if path.exists() else ""
 
-    async def start(self, name: str, cmd: list[str], *extra: str) -> Process:
+    async def start(
+        self, name: str, cmd: list[str], *extra: str, environ: dict[str, str] | None = None
+    ) -> Process:
         config = await config_for(self.emu, name, self.tmp_path)
         with (self.tmp_path / f"wrapper-{name}.log").open("w") as sink:
             process = await anyio.open_process(
@@ -154,7 +156,7 @@ class Replicas:
                 stdin=None,
                 stdout=sink,
                 stderr=sink,
-                env=env(),
+                env={**env(), **(environ or {})},
             )
         self.processes[name] = process
         return process
@@ -323,6 +325,49 @@ async def test_sighup_to_the_wrapper_ends_the_command_tree(
 
         new = await r.wait_started("b", "command")
         r.assert_handed_over("a", new)
+
+
+@pytest.mark.asyncio
+async def test_sigusr1_steps_down_and_the_pod_label_follows(
+    emu: KubeEmulator, tmp_path: Path
+) -> None:
+    for pod in ("a", "b"):
+        emu.put_raw("pods", "default", pod, {"metadata": {"labels": {"role": "leader"}}})
+
+    def role(pod: str) -> str | None:
+        obj = emu.get_object("pods", "default", pod)
+        assert obj is not None
+        value: str | None = obj["metadata"].get("labels", {}).get("role")
+        return value
+
+    async with replicas(emu, tmp_path, "usr1") as r:
+        label = ("--pod-label", "role=leader,standby")
+        a = await r.start(
+            "a",
+            r.worker("a", "command"),
+            *label,
+            environ={"POD_NAME": "a", "POD_NAMESPACE": "default"},
+        )
+        await r.wait_started("a", "command")
+        assert role("a") == "leader"
+        await r.start(
+            "b",
+            r.worker("b", "command"),
+            *label,
+            environ={"POD_NAME": "b", "POD_NAMESPACE": "default"},
+        )
+        await r.wait_following("b")
+        assert role("b") == "standby"  # the stale label cleared at start-up
+
+        os.kill(a.pid, signal.SIGUSR1)
+        with anyio.fail_after(10):
+            assert await a.wait() == 3, r.log("a")
+        assert "SIGUSR1: stepping down" in r.log("a")
+        assert "leadership lost (stepped down)" in r.log("a")
+        assert role("a") == "standby"
+        new = await r.wait_started("b", "command", limit=5)  # released: taken at once
+        r.assert_handed_over("a", new)
+        await wait_for(lambda: role("b") == "leader")
 
 
 @pytest.mark.asyncio

@@ -71,7 +71,7 @@ class LeaseLock(ObjectLock):
 
     @staticmethod
     def _decode(obj: dict[str, Any], version: str) -> Observed:
-        return _observed_lease(obj, version)
+        return observed_lease(obj, version)
 
     def _create_body(
         self, record: LeaderElectionRecord, metadata: dict[str, Any]
@@ -91,7 +91,7 @@ class LeaseLock(ObjectLock):
         return {"apiVersion": _API_VERSION, "kind": _KIND, **cached, "spec": spec}
 
 
-def _observed_lease(lease: dict[str, Any], version: str) -> Observed:
+def observed_lease(lease: dict[str, Any], version: str) -> Observed:
     """The record of a Lease (the JSON dict) at ``version``."""
     spec = lease.get("spec")
     # Canonical bytes of the spec as stored, so that any change, even one in a field we do not

@@ -59,6 +59,10 @@ class ApiState:
         if self.state is Reachability.UNAVAILABLE:
             return None
         self.state = Reachability.UNAVAILABLE
+        return self.unavailable_line(error)
+
+    @staticmethod
+    def unavailable_line(error: str) -> str:
         return f"API unavailable ({error}); retrying"
 
     def answered(self, now: float) -> str | None:
@@ -124,8 +128,18 @@ class ApiMonitor:
         self._inner = inner
         self._wake = anyio.Event()
         self._last_answer_at = -math.inf
-        #: Reads the election's last error (``LeadershipStatistics.last_error``) once known.
-        self.last_error: Callable[[], str | None] = lambda: None
+        self._last_error: Callable[[], str | None] | None = None
+        self._deferred = False
+
+    def bind(self, last_error: Callable[[], str | None]) -> None:
+        """Read the election's errors through ``last_error`` (``LeadershipStatistics.last_error``
+        of the handle ``campaign`` started with). A failure reported before (the first request
+        can fail before the caller holds the handle) is told now."""
+        self._last_error = last_error
+        if self._deferred:
+            self._deferred = False
+            if self.state.unavailable:
+                self._say(self.state.unavailable_line(error_text(last_error() or "an error")))
 
     def _show(self, line: str | None) -> None:
         if line is not None:
@@ -167,7 +181,12 @@ class ApiMonitor:
         if kind == "conflict":  # the server answered 409
             self.answered()
         elif kind in ("transient", "timeout"):
-            self.failed(error_text(self.last_error() or f"a {kind} error"))
+            if self._last_error is None:  # told by bind()
+                self._deferred = self._deferred or not self.state.unavailable
+                self.state.failed(anyio.current_time(), "")
+                self._wake.set()
+            else:
+                self.failed(error_text(self._last_error() or f"a {kind} error"))
 
     # -- probing -------------------------------------------------------------------------------------
 

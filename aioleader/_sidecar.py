@@ -286,7 +286,7 @@ class Sidecar:
                 )
             )
             if monitor is not None:
-                monitor.last_error = lambda: leadership.statistics().last_error
+                monitor.bind(lambda: leadership.statistics().last_error)
             if self.healthz is not None:
                 from ._health import serve_healthz
 

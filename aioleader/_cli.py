@@ -354,8 +354,8 @@ def _sidecar(args: argparse.Namespace, lock: Lock, probe_lock: Callable[[], Lock
     limit = max_grace_period(timing)
     if args.grace_period is not None and not 0 <= args.grace_period <= limit:
         raise _UsageError(
-            f"--grace-period {args.grace_period:g}: must be between 0 and (--lease-duration - "
-            f"--renew-deadline) / 2 = {limit:g}, so that the command is dead before another "
+            f"--grace-period {args.grace_period:g}: must be between 0 and (lease duration - "
+            f"renew deadline) / 2 = {limit:g}, so that the command is dead before another "
             "replica may take over"
         )
     _check_command(cmd[0])

@@ -251,7 +251,7 @@ DIRECTORY = str(Path(__file__).parent)
         (
             ["run", "--lock", "lease/default/x", "--grace-period", "3", "--", "true"],
             2,
-            "--grace-period 3: must be between 0 and (--lease-duration - --renew-deadline) / 2 "
+            "--grace-period 3: must be between 0 and (lease duration - renew deadline) / 2 "
             "= 2.5, so that the command is dead before another replica may take over",
         ),
         (

@@ -569,3 +569,20 @@ async def test_watch_reports_an_unreachable_api_and_says_nobody(
         ]
     finally:
         await stop(process)
+
+
+@pytest.mark.asyncio
+async def test_library_log_lines_are_prefixed_apart_from_the_wrappers(
+    emu: KubeEmulator, tmp_path: Path
+) -> None:
+    config = await config_for(emu, "a", tmp_path)
+    argv = ["run", "--lock", "lease/default/logs", "--identity", "a", "--kubeconfig", str(config)]
+    argv += [*TIMING, "--log-level", "info", "--", sys.executable, "-c", "pass"]
+    proc = await _cli_async(*argv)
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 0
+    assert "aioleader (library) INFO: default/logs: a became leader (fencing token 0)" in lines
+    assert f"aioleader: leading (fencing token 0): starting {sys.executable} -c pass" in lines
+    assert all(line.startswith(("aioleader: ", "aioleader (library) INFO: ")) for line in lines), (
+        lines
+    )

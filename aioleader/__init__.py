@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._election import campaign as campaign
 from ._election import elect as elect
 from ._exceptions import AioleaderError as AioleaderError
+from ._exceptions import ClusterConfigError as ClusterConfigError
 from ._exceptions import ElectionError as ElectionError
 from ._exceptions import ForbiddenError as ForbiddenError
 from ._exceptions import LockConflict as LockConflict
@@ -39,6 +40,7 @@ __all__ = (
     "MAX_LEASE_DURATION",
     "UNPARSEABLE_HOLDER",
     "AioleaderError",
+    "ClusterConfigError",
     "ElectionError",
     "ElectionMetrics",
     "ForbiddenError",

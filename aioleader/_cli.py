@@ -10,22 +10,37 @@ code  meaning
 N     the command exited by itself with code N (the rest of its process group is stopped and
       the lock released first)
 0     stopped by a signal while not leading (released if held)
+1     an internal error (a bug in aioleader): the traceback is printed
 2     bad command line (one line on stderr)
 3     leadership was lost: the command's process group was sent SIGTERM, then SIGKILL after the
       grace period; exiting non-zero makes Kubernetes restart the container, which campaigns again
-4     fatal error: election (403 Forbidden, no usable kubeconfig, unwritable lock file), the
-      command cannot be started, or its guardian process died
+4     fatal error: election (403 Forbidden, no usable kubeconfig, unwritable lock file), or the
+      command's guardian process died
+126   the command was found but cannot be run (not executable, a directory)
+127   the command was not found
 128+S the command was stopped by the forwarded signal S (e.g. 143 for SIGTERM)
 ====  =====================================================================================
+
+``status`` exits 0 when the lock exists, 5 when it does not, 2 and 4 as above; ``watch`` runs
+until interrupted (130 on Ctrl-C) and exits 2 or 4 as above. Every failure is one line on stderr
+naming the flag or the input at fault (exit 1 only for bugs, with a traceback).
+
+Output on stderr: the wrapper's lines start with ``aioleader:``, the guardian's with
+``aioleader (guardian):``, the library's log records (``--log-level``, default ``warning``) with
+``aioleader (library) LEVEL:``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import os
+import re
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
@@ -34,24 +49,71 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 import anyio
 
-from ._exceptions import AioleaderError, ElectionError
+from ._exceptions import AioleaderError, ClusterConfigError, ElectionError, LockError
 from ._lock import Lock
+from ._reachability import ApiMonitor
 from ._sidecar import EXIT_FATAL, Sidecar, max_grace_period
 from ._timing import Timing
 
 __all__ = ["main"]
 
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
+EXIT_NO_LOCK = 5
+EXIT_NOT_RUNNABLE = 126
+EXIT_NOT_FOUND = 127
+
+_DEFAULT = Timing()
+#: How ``watch`` checks the API while its lock is quiet (no record observed for that long).
+_WATCH_IDLE = 10.0
+#: The bound of ``status``'s read and of ``watch``'s probes.
+_READ_TIMEOUT = 5.0
+_LOG_FORMAT = "aioleader (library) %(levelname)s: %(message)s"
 
 
 class _UsageError(Exception):
     pass
 
 
+class _Failure(Exception):
+    """A failure to report in one line with its own exit code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (argparse prints the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"aioleader: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _seconds(*, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, > 0 (or >= 0 with ``zero``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number of seconds, got {text!r}"
+            ) from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            bound = "zero or more" if zero else "greater than zero"
+            raise argparse.ArgumentTypeError(f"must be {bound} seconds, got {text!r}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aioleader",
         description="Leader election for Python services on Kubernetes.",
+        epilog="Exit codes: see 'aioleader run --help' and docs/operations.md.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -70,9 +132,43 @@ def _parser() -> argparse.ArgumentParser:
             help="kubeconfig (default: $KUBECONFIG, "
             "~/.kube/config, or the in-cluster service account)",
         )
+        p.add_argument(
+            "--log-level",
+            choices=["debug", "info", "warning", "error"],
+            default="warning",
+            help="the library's log records shown on stderr, prefixed 'aioleader (library)' "
+            "(default: warning)",
+        )
+
+    def timing_options(p: argparse.ArgumentParser, timing: Timing, exclusive: str = "") -> None:
+        p.add_argument(
+            "--lease-duration",
+            type=_seconds(),
+            metavar="S",
+            help="how long a lease holds without renewal: another candidate may take over that "
+            f"long after the leader's last renewal (default: {timing.lease_duration:g}{exclusive})",
+        )
+        p.add_argument(
+            "--renew-deadline",
+            type=_seconds(),
+            metavar="S",
+            help="a leader that cannot renew for that long stops leading; less than "
+            f"--lease-duration (default: {timing.renew_deadline:g}{exclusive})",
+        )
+        p.add_argument(
+            "--retry-period",
+            type=_seconds(),
+            metavar="S",
+            help="time between attempts to take or renew the lock "
+            f"(default: {timing.retry_period:g}{exclusive})",
+        )
 
     run = sub.add_parser(
         "run",
+        epilog="Exit codes: N the command's own; 0 stopped by a signal while not leading; "
+        "1 a bug; 2 bad command line; 3 leadership lost; 4 fatal error (403 Forbidden, no "
+        "usable kubeconfig, the guardian died); 126 the command cannot be run; 127 the command "
+        "was not found; 128+S the command was stopped by the forwarded signal S.",
         help="run a command only while this process leads",
         description="Campaign for the lock and run COMMAND while leading, in a process group "
         "of its own. On loss of leadership, or if this process dies or freezes, the group gets "
@@ -83,18 +179,17 @@ def _parser() -> argparse.ArgumentParser:
         "stopped, the lock released for another replica, and aioleader exits with code 3.",
     )
     lock_options(run)
-    run.add_argument("--identity", help="holder identity (default: $POD_NAME, else host_pid)")
-    run.add_argument("--lease-duration", type=float, metavar="S")
-    run.add_argument("--renew-deadline", type=float, metavar="S")
-    run.add_argument("--retry-period", type=float, metavar="S")
+    run.add_argument("--identity", help="holder identity (default: $POD_NAME, else hostname_pid)")
+    timing_options(run, _DEFAULT, ", or --preset's")
     run.add_argument(
         "--preset",
         choices=["default", "latency-sensitive", "stability-first"],
-        help="15/10/2, 10/8/1 or 30/20/5 seconds",
+        help="lease duration/renew deadline/retry period of 15/10/2, 10/8/1 or 30/20/5 seconds; "
+        "not with the three flags above (default: default)",
     )
     run.add_argument(
         "--grace-period",
-        type=float,
+        type=_seconds(zero=True),
         metavar="S",
         help="seconds between SIGTERM and SIGKILL when the command is stopped; at most, and "
         "by default, (lease duration - renew deadline) / 2, so that the command is dead that "
@@ -116,7 +211,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS…]")
 
-    status = sub.add_parser("status", help="show who holds the lock (or each labelled Lease)")
+    status = sub.add_parser(
+        "status",
+        help="show who holds the lock (or each labelled Lease)",
+        epilog="Exit codes: 0 the lock exists (held or not); 1 a bug; 2 bad command line; "
+        "4 fatal error (unreachable API, 403 Forbidden, no usable kubeconfig); 5 no such lock.",
+    )
     lock_options(status, required=False)
     status.add_argument(
         "-l",
@@ -127,11 +227,25 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "-n", "--namespace", help="with -l: the namespace (default: every namespace)"
     )
-    status.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    status.add_argument(
+        "-o", "--output", choices=["text", "json"], default="text", help="(default: text)"
+    )
 
-    watch = sub.add_parser("watch", help="print one line per change of leader")
+    watch = sub.add_parser(
+        "watch",
+        help="print one line per change of leader",
+        epilog="Runs until interrupted (130 on Ctrl-C). Exit codes: 1 a bug; 2 bad command "
+        "line; 4 fatal error (403 Forbidden, no usable kubeconfig).",
+    )
     lock_options(watch)
-    watch.add_argument("--poll-interval", type=float, default=2.0, metavar="S")
+    watch.add_argument(
+        "--poll-interval",
+        type=_seconds(),
+        default=2.0,
+        metavar="S",
+        help="seconds between reads of a lock that cannot be watched (a file: lock), and "
+        "between retries while the API is unavailable (default: 2)",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -141,10 +255,10 @@ def _parser() -> argparse.ArgumentParser:
             "leader, stop the next one gracefully, and print the failover times."
         ),
     )
-    demo.add_argument("--candidates", type=int, default=3, help="number of candidates (≥ 3)")
-    demo.add_argument("--lease-duration", type=float, default=4.0, metavar="S")
-    demo.add_argument("--renew-deadline", type=float, default=3.0, metavar="S")
-    demo.add_argument("--retry-period", type=float, default=0.5, metavar="S")
+    demo.add_argument(
+        "--candidates", type=int, default=3, help="number of candidates, 3 or more (default: 3)"
+    )
+    timing_options(demo, Timing(4.0, 3.0, 0.5))
     return parser
 
 
@@ -184,13 +298,31 @@ def make_lock(spec: str, *, identity: str | None, kubeconfig: str | None) -> Loc
         raise _UsageError(f"--lock {spec!r}: {exc}") from exc
 
 
-def _timing(args: argparse.Namespace) -> Timing:
+_TIMING_FLAGS = {
+    "lease_duration": "--lease-duration",
+    "renew_deadline": "--renew-deadline",
+    "retry_period": "--retry-period",
+}
+
+
+def _flag_names(message: str) -> str:
+    """A :class:`Timing` error in the words of the command line: flags, not parameters."""
+    return re.sub(
+        r"\b(lease_duration|renew_deadline|retry_period)\b",
+        lambda m: _TIMING_FLAGS[m.group(1)],
+        message,
+    )
+
+
+def _timing(args: argparse.Namespace, base: Timing | None = None) -> Timing:
     explicit = [args.lease_duration, args.renew_deadline, args.retry_period]
-    if args.preset and any(v is not None for v in explicit):
+    preset = getattr(args, "preset", None)
+    if preset and any(v is not None for v in explicit):
         raise _UsageError(
             "--preset cannot be combined with --lease-duration/--renew-deadline/--retry-period"
         )
-    base = Timing.preset(args.preset) if args.preset else Timing()
+    if base is None:
+        base = Timing.preset(preset) if preset else Timing()
     try:
         return Timing(
             lease_duration=args.lease_duration
@@ -202,7 +334,7 @@ def _timing(args: argparse.Namespace) -> Timing:
             retry_period=args.retry_period if args.retry_period is not None else base.retry_period,
         )
     except ValueError as exc:
-        raise _UsageError(str(exc)) from exc
+        raise _UsageError(_flag_names(str(exc))) from exc
 
 
 def _address(value: str, flag: str) -> tuple[str, int]:
@@ -212,10 +344,31 @@ def _address(value: str, flag: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+def _say(message: str) -> None:
+    print(f"aioleader: {message}", file=sys.stderr, flush=True)
+
+
 # -- run -------------------------------------------------------------------------------------------
 
 
-def _sidecar(args: argparse.Namespace, lock: Lock) -> Sidecar:
+def _check_command(program: str) -> None:
+    """Fail before campaigning if the command cannot be started (the shells' 127 and 126)."""
+    if os.sep in program:
+        path = program
+        if not os.path.exists(program):
+            raise _Failure(EXIT_NOT_FOUND, f"command {program!r}: no such file")
+    else:
+        found = shutil.which(program)
+        if found is None:
+            raise _Failure(EXIT_NOT_FOUND, f"command {program!r}: not found on PATH")
+        path = found
+    if os.path.isdir(path):
+        raise _Failure(EXIT_NOT_RUNNABLE, f"command {program!r}: is a directory")
+    if not os.access(path, os.X_OK):
+        raise _Failure(EXIT_NOT_RUNNABLE, f"command {program!r}: not executable")
+
+
+def _sidecar(args: argparse.Namespace, lock: Lock, probe_lock: Callable[[], Lock]) -> Sidecar:
     timing = _timing(args)
     cmd: list[str] = args.cmd[1:] if args.cmd[:1] == ["--"] else list(args.cmd)
     if not cmd:
@@ -227,6 +380,7 @@ def _sidecar(args: argparse.Namespace, lock: Lock) -> Sidecar:
             f"renew deadline) / 2 = {limit:g}, so that the command is dead before another "
             "replica may take over"
         )
+    _check_command(cmd[0])
     metrics = None
     if args.metrics_addr:
         host, port = _address(args.metrics_addr, "--metrics-addr")
@@ -237,7 +391,10 @@ def _sidecar(args: argparse.Namespace, lock: Lock) -> Sidecar:
         from ._metrics import PrometheusMetrics
 
         metrics = PrometheusMetrics()
-        prometheus_client.start_http_server(port, addr=host)
+        try:
+            prometheus_client.start_http_server(port, addr=host)
+        except OSError as exc:
+            raise _UsageError(f"--metrics-addr {args.metrics_addr!r}: {exc.strerror}") from exc
     healthz = _address(args.healthz_addr, "--healthz-addr") if args.healthz_addr else None
     return Sidecar(
         lock,
@@ -247,6 +404,7 @@ def _sidecar(args: argparse.Namespace, lock: Lock) -> Sidecar:
         metrics=metrics,
         healthz=healthz,
         hooks=_hooks(args, metrics),
+        probe_lock=probe_lock,
     )
 
 
@@ -295,15 +453,19 @@ def _hooks(args: argparse.Namespace, metrics: Any) -> list[Any]:
 # -- status / watch ----------------------------------------------------------------------------------
 
 
+def _nobody(holder: str | None) -> str:
+    return holder or "nobody"
+
+
 async def _status(lock: Lock, output: str) -> int:
     async with lock:
-        observed = await lock.get(timeout=10)
+        observed = await lock.get(timeout=_READ_TIMEOUT)
     data = _status_data(lock.describe(), observed)
     if output == "json":
         print(json.dumps(data))
     else:
         print(_status_line(data))
-    return 0
+    return 0 if data["exists"] else EXIT_NO_LOCK
 
 
 async def _status_selected(selector: str, namespace: str | None, output: str) -> int:
@@ -349,7 +511,7 @@ def _status_line(data: dict[str, Any]) -> str:
         return f"{data['lock']}: no such lock"
     age_text = "?" if data["renewAgeSeconds"] is None else f"{data['renewAgeSeconds']:.1f}s ago"
     return (
-        f"{data['lock']}: holder {data['holder'] or '(none)'}, renewed {age_text}, "
+        f"{data['lock']}: holder {_nobody(data['holder'])}, renewed {age_text}, "
         f"lease {data['leaseDurationSeconds']}s, transitions {data['transitions']}"
     )
 
@@ -357,15 +519,33 @@ def _status_line(data: dict[str, Any]) -> str:
 async def _watch(lock: Lock, poll_interval: float) -> int:
     from . import observe  # type: ignore[attr-defined,unused-ignore]
 
-    async with lock, observe(lock, poll_interval=poll_interval) as changes:
-        async for change in changes:
-            when = change.renew_time.isoformat() if change.renew_time else "-"
-            print(
-                f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} "
-                f"holder={change.holder or '(none)'} previous={change.previous or '(none)'} "
-                f"transitions={change.transitions} renewTime={when}",
-                flush=True,
-            )
+    # The observer retries for ever, silently; the monitor tells when the API stops answering
+    # (probing at once, then whenever nothing was observed for a while) and when it answers again.
+    # renewals=True: every renewal is an answer; only changes of holder are printed.
+    monitor = ApiMonitor(
+        _say,
+        probe_lock=lock,
+        interval=poll_interval,
+        timeout=_READ_TIMEOUT,
+        idle=max(poll_interval, _WATCH_IDLE),
+        raise_fatal=True,
+    )
+    async with lock, anyio.create_task_group() as tg:
+        tg.start_soon(monitor.probe)
+        async with observe(lock, poll_interval=poll_interval, renewals=True) as changes:
+            first = True
+            async for change in changes:
+                monitor.answered()
+                if not first and change.holder == change.previous:
+                    continue  # a renewal
+                first = False
+                when = change.renew_time.isoformat() if change.renew_time else "-"
+                print(
+                    f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} "
+                    f"holder={_nobody(change.holder)} previous={_nobody(change.previous)} "
+                    f"transitions={change.transitions} renewTime={when}",
+                    flush=True,
+                )
     return 0
 
 
@@ -373,26 +553,61 @@ async def _watch(lock: Lock, poll_interval: float) -> int:
 
 
 def _fail(code: int, message: str) -> NoReturn:
-    print(f"aioleader: {message}", file=sys.stderr)
+    _say(message)
     raise SystemExit(code)
+
+
+def _config_problem(exc: ClusterConfigError, flag: str | None) -> str:
+    """A configuration failure in the command line's words: which flag or variable gave the
+    kubeconfig, and how to give another one (not the library's ``api_client=``)."""
+    if exc.source is None:
+        return (
+            f"the in-cluster service account: {exc.problem} (pass --kubeconfig PATH to use a "
+            "kubeconfig instead)"
+        )
+    if flag is not None:
+        return f"--kubeconfig {exc.source!r}: {exc.problem}"
+    if os.environ.get("KUBECONFIG"):
+        return (
+            f"KUBECONFIG {exc.source!r}: {exc.problem} (pass --kubeconfig PATH or fix KUBECONFIG)"
+        )
+    return (
+        f"kubeconfig {exc.source!r}: {exc.problem} (pass --kubeconfig PATH, set KUBECONFIG, or "
+        "run in a pod)"
+    )
+
+
+def _log_to_stderr(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    library = logging.getLogger("aioleader")
+    library.addHandler(handler)
+    library.setLevel(level.upper())
+    library.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    kubeconfig = getattr(args, "kubeconfig", None)
     try:
         if args.command == "demo":
             return _demo(args)
+        _log_to_stderr(args.log_level)
         if args.command == "status" and (args.selector is None) == (args.lock is None):
             raise _UsageError("status: give either --lock SPEC or -l SELECTOR")
         if args.command == "status" and args.selector is not None:
             if args.kubeconfig:
                 os.environ["KUBECONFIG"] = args.kubeconfig
             return anyio.run(_status_selected, args.selector, args.namespace, args.output)
-        lock = make_lock(
-            args.lock, identity=getattr(args, "identity", None), kubeconfig=args.kubeconfig
-        )
+
+        def new_lock() -> Lock:
+            return make_lock(
+                args.lock, identity=getattr(args, "identity", None), kubeconfig=kubeconfig
+            )
+
+        lock = new_lock()
         if args.command == "run":
-            return anyio.run(_sidecar(args, lock).run)
+            return anyio.run(_sidecar(args, lock, new_lock).run)
         if args.command == "status":
             return anyio.run(_status, lock, args.output)
         if args.command == "watch":
@@ -400,27 +615,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseExceptionGroup as group:
         # Our own task groups wrap what the election raised; one error is reported as itself.
         leaves = group.exceptions
-        if len(leaves) == 1 and isinstance(leaves[0], AioleaderError):
-            _fail(EXIT_FATAL, str(leaves[0]))
+        if isinstance(leaves[0], AioleaderError) and all(
+            isinstance(leaf, AioleaderError) for leaf in leaves
+        ):
+            _fail(EXIT_FATAL, _fatal_line(leaves[0], kubeconfig))
         raise
     except _UsageError as exc:
         _fail(EXIT_USAGE, str(exc))
-    except ElectionError as exc:
-        _fail(EXIT_FATAL, str(exc))
+    except _Failure as exc:
+        _fail(exc.code, str(exc))
     except AioleaderError as exc:
-        _fail(EXIT_FATAL, f"{exc} (the API server may be unreachable)")
+        _fail(EXIT_FATAL, _fatal_line(exc, kubeconfig))
     except KeyboardInterrupt:
         return 130
     raise AssertionError(args.command)  # pragma: no cover - argparse rejects unknown commands
 
 
+def _fatal_line(exc: AioleaderError, kubeconfig: str | None) -> str:
+    if isinstance(exc, ClusterConfigError):
+        return _config_problem(exc, kubeconfig)
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ElectionError) or not isinstance(exc, LockError):
+        return text
+    return f"{text} (the API server may be unreachable)"
+
+
 def _demo(args: argparse.Namespace) -> int:
     if args.candidates < 3:
         raise _UsageError("demo: --candidates must be at least 3")
-    try:
-        timing = Timing(args.lease_duration, args.renew_deadline, args.retry_period)
-    except ValueError as exc:
-        raise _UsageError(f"demo: {exc}") from exc
+    timing = _timing(args, Timing(4.0, 3.0, 0.5))
     from ._demo import run_demo
 
     anyio.run(lambda: run_demo(timing=timing, candidates=args.candidates))

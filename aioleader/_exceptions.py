@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __all__ = [
     "AioleaderError",
+    "ClusterConfigError",
     "ElectionError",
     "ForbiddenError",
     "LockConflict",
@@ -61,3 +62,17 @@ class ForbiddenError(ElectionError):
         self.resource = resource
         detail = f": {message}" if message else ""
         super().__init__(f"forbidden: cannot {verb} {resource}{detail}")
+
+
+class ClusterConfigError(ElectionError):
+    """No Kubernetes client could be configured (a lock given no ``api_client``).
+
+    ``source`` is the kubeconfig path that was read (``None``: the in-cluster service account);
+    ``problem`` says what is wrong with it, in one line (``no such file``, ``not valid YAML: …``),
+    so that a caller such as the ``aioleader`` command can word its own hint.
+    """
+
+    def __init__(self, message: str, *, source: str | None, problem: str) -> None:
+        super().__init__(message)
+        self.source = source
+        self.problem = problem

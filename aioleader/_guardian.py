@@ -19,8 +19,8 @@ in nobody's care). Then the guardian
 * reports ``empty`` only when no live process is left in the group or among its children.
 
 Protocol, one line each way. From the wrapper, on stdin: ``deadline D`` (a later deadline on
-``CLOCK_MONOTONIC``) and ``stop``. To the wrapper, on stdout: ``started PGID``, ``error MESSAGE``
-(the command could not be started), ``exited CODE`` (the command's own process ended; negative:
+``CLOCK_MONOTONIC``) and ``stop``. To the wrapper, on stdout: ``started PGID``, ``error CODE MESSAGE``
+(the command could not be started; CODE 127: not found, 126: not runnable), ``exited CODE`` (the command's own process ended; negative:
 killed by that signal) and ``empty`` (nothing of the group is left; the guardian then exits 0).
 
 The command's stdin and stdout are the wrapper's, passed as ``--stdin-fd``/``--stdout-fd``;
@@ -236,7 +236,9 @@ class _Guardian:
                 preexec_fn=in_child,
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            self.report(f"error {exc}")
+            # The shells' codes (and env's, timeout's): 127 not found, 126 found but not runnable.
+            code = 127 if isinstance(exc, (FileNotFoundError, NotADirectoryError)) else 126
+            self.report(f"error {code} {exc}")
             return False
         self.pgid = self.child.pid
         self.report(f"started {self.pgid}")

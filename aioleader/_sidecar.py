@@ -30,7 +30,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
@@ -43,6 +43,7 @@ from ._election import campaign
 from ._guardian import group_alive
 from ._leadership import Leadership, Term
 from ._lock import Lock
+from ._reachability import ApiMonitor
 from ._timing import Timing
 
 __all__ = ["EXIT_FATAL", "EXIT_LOST", "FORWARDED_SIGNALS", "Sidecar", "max_grace_period"]
@@ -93,6 +94,8 @@ class _Guardian:
         self._reader = BufferedByteReceiveStream(process.stdout)
         self.pgid: int | None = None
         self.error: str | None = None
+        #: Exit code when the command could not be started: 127 not found, 126 not runnable.
+        self.start_failure = EXIT_FATAL
         self.exit_code: int | None = None
         self.empty = False
         self.eof = False
@@ -146,6 +149,9 @@ class _Guardian:
         if word == "started":
             self.pgid = int(value)
         elif word == "error":
+            code, _, message = value.partition(" ")
+            if code.isdigit():
+                self.start_failure, value = int(code), message
             self.error = value
         elif word == "exited":
             self.exit_code = int(value)
@@ -232,6 +238,7 @@ class Sidecar:
         metrics: Any = None,
         healthz: tuple[str, int] | None = None,
         hooks: Sequence[Any] = (),
+        probe_lock: Callable[[], Lock] | None = None,
     ) -> None:
         limit = max_grace_period(timing)
         grace = limit if grace_period is None else grace_period
@@ -248,6 +255,22 @@ class Sidecar:
         self.healthz = healthz
         self.hooks = tuple(hooks)
         self.leadership: Leadership | None = None
+        # Reports the API's state (one line per change); its probe reads through a lock of its
+        # own. Quiet: longer than the longest gap between two failures of an election whose
+        # requests keep failing (an attempt every RP × (1 + jitter), each bounded by RD).
+        self.monitor = (
+            None
+            if probe_lock is None
+            else ApiMonitor(
+                _say,
+                probe_lock=probe_lock,
+                interval=timing.retry_period,
+                timeout=timing.renew_deadline / 2,
+                quiet=timing.retry_period * (1 + timing.jitter) + timing.renew_deadline,
+                inner=metrics,
+            )
+        )
+        self._holder = ""
         self.guardian: _Guardian | None = None
         self.pending: list[int] = []
         self.exit_code: int | None = None
@@ -256,26 +279,29 @@ class Sidecar:
         """Campaign, run the command while leading, and return the exit code of ``aioleader run``."""
         async with self.lock, anyio.create_task_group() as tg:
             tg.start_soon(self._signals, tg.cancel_scope)
+            monitor = self.monitor
+            if monitor is not None:
+                tg.start_soon(monitor.probe)
             leadership: Leadership = await tg.start(
                 lambda task_status: campaign(
                     self.lock,
                     timing=self.timing,
-                    metrics=self.metrics,
+                    metrics=self.metrics if monitor is None else monitor,
                     hooks=self.hooks,
+                    on_new_leader=self._new_leader,
                     task_status=task_status,
                 )
             )
             self.leadership = leadership
+            if monitor is not None:
+                monitor.bind(lambda: leadership.statistics().last_error)
             if self.healthz is not None:
                 from ._health import serve_healthz
 
                 host, port = self.healthz
                 await tg.start(serve_healthz, host, port, lambda: [leadership])
             async with leadership.leading() as term:
-                _say(
-                    f"leading (term {term.number}, fencing token {term.fencing_token}): "
-                    f"starting {' '.join(self.cmd)}"
-                )
+                _say(f"leading (fencing token {term.fencing_token}): starting {' '.join(self.cmd)}")
                 await self._lead(term)
             if self.exit_code is None:
                 # The term's scope was cancelled: leadership lost; the group is already empty.
@@ -283,6 +309,18 @@ class Sidecar:
                 self.exit_code = EXIT_LOST
             tg.cancel_scope.cancel()  # stop campaigning: releases the lock if still ours
         return 0 if self.exit_code is None else self.exit_code
+
+    def _new_leader(self, holder: str) -> None:
+        """``on_new_leader``: say who leads (our own term is told by the "leading" line)."""
+        if self.monitor is not None:
+            self.monitor.answered()
+        previous, self._holder = self._holder, holder
+        if holder == self.lock.identity:
+            return
+        if not holder and previous == self.lock.identity:
+            _say("lock released: nobody leads")
+        else:
+            _say(f"{holder or 'nobody'} leads")
 
     async def _lead(self, term: Term) -> None:
         env = {
@@ -301,7 +339,7 @@ class Sidecar:
             )
             if not await guardian.wait_started():
                 _say(f"cannot run the command: {guardian.error}")
-                self.exit_code = EXIT_FATAL
+                self.exit_code = guardian.start_failure
                 return
             for signum in self.pending:
                 self._forward(guardian, signum)

@@ -499,16 +499,39 @@ async def test_a_daemon_that_left_the_group_is_stopped_before_the_release(
 
 
 @pytest.mark.asyncio
-async def test_a_command_that_cannot_start_is_one_line_and_exit_4(
+async def test_a_command_that_cannot_start_is_one_line_and_exit_127_before_campaigning(
     emu: KubeEmulator, tmp_path: Path
 ) -> None:
     async with replicas(emu, tmp_path, "missing") as r:
         a = await r.start("a", [str(tmp_path / "no-such-command")])
         with anyio.fail_after(10):
-            assert await a.wait() == 4
-        assert (
-            f"aioleader: cannot run the command: [Errno 2] No such file or directory: "
-            f"'{tmp_path / 'no-such-command'}'"
-        ) in r.log("a").splitlines()
-        assert "Traceback" not in r.log("a")
-        assert r.holder() == ""  # released
+            assert await a.wait() == 127
+        assert r.log("a") == f"aioleader: command '{tmp_path / 'no-such-command'}': no such file\n"
+        assert r.holder() is None  # never campaigned
+
+
+@pytest.mark.parametrize(
+    ("command", "report"),
+    [
+        ("/no-such-command", "error 127 [Errno 2] No such file or directory: '/no-such-command'"),
+        ("/", "error 126 [Errno 13] Permission denied: '/'"),
+    ],
+)
+def test_the_guardian_reports_a_command_it_cannot_start_with_the_shells_code(
+    command: str, report: str
+) -> None:
+    """The wrapper checks the command before campaigning; one that vanishes in between is
+    reported by the guardian with the same code (127 not found, 126 not runnable)."""
+    guardian = Path(__file__).parent.parent / "aioleader" / "_guardian.py"
+    deadline = time.monotonic() + 60
+    proc = subprocess.run(
+        [
+            *[sys.executable, "-I", "-S", str(guardian), "--deadline", repr(deadline)],
+            *["--grace", "0.1", "--margin", "0.1", "--parent", str(os.getpid()), "--", command],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert (proc.returncode, proc.stdout) == (1, f"{report}\n")

@@ -177,7 +177,7 @@ async def test_candidates_are_published_acknowledge_pings_and_are_withdrawn(
     cluster: KubeEmulator,
 ) -> None:
     lock = await lease_lock(cluster, "pod-a")
-    api = client.CoordinationV1beta1Api(await cluster.api_client("test"))
+    api: Any = client.CoordinationV1beta1Api(await cluster.api_client("test"))
     candidate = LeaseCandidate(binary_version="1.36.2", emulation_version="1.36", priority=7)
     # An emulator-side object left by an earlier process with our identity, for another Lease:
     # replaced (leaseName is immutable).
@@ -239,7 +239,7 @@ async def test_a_deleted_candidate_is_published_again(cluster: KubeEmulator) -> 
 async def test_candidates_that_stop_acknowledging_pings_are_not_elected(
     cluster: KubeEmulator,
 ) -> None:
-    api = client.CoordinationV1beta1Api(await cluster.api_client("test"))
+    api: Any = client.CoordinationV1beta1Api(await cluster.api_client("test"))
     # The oldest version, but last renewed long ago by a process that no longer answers.
     stale = datetime.now(timezone.utc) - timedelta(seconds=60)
     await api.create_namespaced_lease_candidate(

@@ -4,19 +4,22 @@
 controller-runtime and kube-controller-manager use today. :class:`ConfigMapLock` and
 :class:`EndpointsLock` keep client-go's older annotation record, for interoperating with peers
 that still use it and for migrating them to a Lease (:class:`aioleader.locks.MultiLock`).
-:class:`LeaseCandidate` makes an election on a LeaseLock *coordinated* (KEP-4355).
+:class:`LeaseCandidate` makes an election on a LeaseLock *coordinated* (KEP-4355);
+:class:`Coordinator` (``aioleader coordinate``) elects for strategies kube-apiserver leaves alone.
 """
 
 from ._candidate import CandidateStatus as CandidateStatus
 from ._candidate import LeaseCandidate as LeaseCandidate
 from ._candidate import list_lease_candidates as list_lease_candidates
 from ._configmap import ConfigMapLock as ConfigMapLock
+from ._coordinator import Coordinator as Coordinator
 from ._endpoints import EndpointsLock as EndpointsLock
 from ._lease import LeaseLock as LeaseLock
 
 __all__ = (
     "CandidateStatus",
     "ConfigMapLock",
+    "Coordinator",
     "EndpointsLock",
     "LeaseCandidate",
     "LeaseLock",

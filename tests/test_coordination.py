@@ -58,16 +58,13 @@ def name_of(picked: Any) -> str:
 def test_the_highest_priority_wins_then_the_oldest_then_the_first() -> None:
     low, high = candidate("low", "1"), candidate("high", "10")
     assert pick_highest_priority([low, high]) is high
-    assert (
-        pick_highest_priority([candidate("neg", "-1"), candidate("none", None)])["metadata"]["name"]
-        == "none"
+    assert name_of(pick_highest_priority([candidate("neg", "-1"), candidate("none", None)])) == (
+        "none"
     )
     old = candidate("old", "5", "2029-01-01T00:00:00Z")
     young = candidate("young", "5", "2030-06-01T00:00:00Z")
     assert pick_highest_priority([young, old]) is old
-    assert (
-        pick_highest_priority([candidate("a", "5"), candidate("b", "5")])["metadata"]["name"] == "a"
-    )
+    assert name_of(pick_highest_priority([candidate("a", "5"), candidate("b", "5")])) == "a"
     assert pick_highest_priority([candidate("bad", "x")]) is None
 
 

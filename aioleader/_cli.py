@@ -34,7 +34,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 import anyio
 
-from ._exceptions import AioleaderError, ElectionError
+from ._exceptions import AioleaderError, ElectionError, LockError
 from ._lock import Lock
 from ._sidecar import EXIT_FATAL, Sidecar, max_grace_period
 from ._timing import Timing
@@ -99,6 +99,21 @@ def _parser() -> argparse.ArgumentParser:
         "by default, (lease duration - renew deadline) / 2, so that the command is dead that "
         "long before another replica may take over",
     )
+    coordinated = run.add_argument_group(
+        "coordinated election (KEP-4355): publish a LeaseCandidate and lead when an election "
+        "controller names this replica (lease locks only)"
+    )
+    coordinated.add_argument("--binary-version", metavar="V", help="e.g. 1.31.2")
+    coordinated.add_argument("--emulation-version", metavar="V", help="e.g. 1.31")
+    coordinated.add_argument(
+        "--strategy",
+        metavar="S",
+        help="OldestEmulationVersion (default; kube-apiserver elects) or e.g. "
+        "aioleader.dev/HighestPriority (aioleader coordinate elects)",
+    )
+    coordinated.add_argument(
+        "--priority", type=int, metavar="N", help="the aioleader.dev/priority label"
+    )
     run.add_argument("--healthz-addr", metavar="HOST:PORT", help="serve GET /healthz there")
     run.add_argument("--metrics-addr", metavar="HOST:PORT", help="serve Prometheus /metrics there")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS…]")
@@ -110,6 +125,28 @@ def _parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="print one line per change of leader")
     lock_options(watch)
     watch.add_argument("--poll-interval", type=float, default=2.0, metavar="S")
+
+    coordinate = sub.add_parser(
+        "coordinate",
+        help="run an election controller for strategies kube-apiserver leaves alone",
+        description="Elect the holders of the Leases whose LeaseCandidates ask for "
+        "aioleader.dev/HighestPriority (the highest aioleader.dev/priority label leads), in "
+        "one namespace. Replicas of the coordinator elect one of themselves on --lock; only "
+        "that one acts.",
+    )
+    coordinate.add_argument(
+        "--lock",
+        default=None,
+        metavar="SPEC",
+        help="the coordinators' own Lease (default: lease/NAMESPACE/aioleader-coordinator)",
+    )
+    coordinate.add_argument("--namespace", default="default", help="the namespace coordinated")
+    coordinate.add_argument(
+        "--identity", help="holder identity (default: $POD_NAME, else host_pid)"
+    )
+    coordinate.add_argument("--election-window", type=float, default=5.0, metavar="S")
+    coordinate.add_argument("--interval", type=float, default=1.0, metavar="S")
+    coordinate.add_argument("--kubeconfig", metavar="PATH")
 
     demo = sub.add_parser(
         "demo",
@@ -218,8 +255,38 @@ def _sidecar(args: argparse.Namespace, lock: Lock) -> Sidecar:
         prometheus_client.start_http_server(port, addr=host)
     healthz = _address(args.healthz_addr, "--healthz-addr") if args.healthz_addr else None
     return Sidecar(
-        lock, cmd, timing=timing, grace_period=args.grace_period, metrics=metrics, healthz=healthz
+        lock,
+        cmd,
+        timing=timing,
+        grace_period=args.grace_period,
+        metrics=metrics,
+        healthz=healthz,
+        candidate=_candidate(args, lock),
     )
+
+
+def _candidate(args: argparse.Namespace, lock: Lock) -> Any:
+    """The LeaseCandidate of ``run --binary-version …``, or None for an ordinary election."""
+    flags = (args.binary_version, args.emulation_version, args.strategy, args.priority)
+    if all(flag is None for flag in flags):
+        return None
+    if args.binary_version is None:
+        raise _UsageError("--emulation-version, --strategy and --priority need --binary-version")
+    from .kubernetes import LeaseCandidate, LeaseLock
+
+    if not isinstance(lock, LeaseLock):
+        raise _UsageError(
+            "--binary-version: coordinated election needs a lease/NAMESPACE/NAME lock"
+        )
+    try:
+        return LeaseCandidate(
+            binary_version=args.binary_version,
+            emulation_version=args.emulation_version,
+            strategy=args.strategy or "OldestEmulationVersion",
+            priority=args.priority,
+        )
+    except ValueError as exc:
+        raise _UsageError(f"run: {exc}") from exc
 
 
 # -- status / watch ----------------------------------------------------------------------------------
@@ -228,6 +295,7 @@ def _sidecar(args: argparse.Namespace, lock: Lock) -> Sidecar:
 async def _status(lock: Lock, output: str) -> int:
     async with lock:
         observed = await lock.get(timeout=10)
+        candidates = await _candidates(lock)
     if observed is None:
         data: dict[str, Any] = {"lock": lock.describe(), "exists": False, "holder": None}
     else:
@@ -246,23 +314,84 @@ async def _status(lock: Lock, output: str) -> int:
             "transitions": record.leader_transitions,
             "resourceVersion": observed.version,
         }
+        if record.strategy or record.preferred_holder:
+            data["strategy"] = record.strategy
+            data["preferredHolder"] = record.preferred_holder
+    if candidates is not None:
+        data["candidates"] = candidates
     if output == "json":
         print(json.dumps(data))
-    elif not data["exists"]:
+        return 0
+    if not data["exists"]:
         print(f"{data['lock']}: no such lock")
     else:
         age_text = "?" if data["renewAgeSeconds"] is None else f"{data['renewAgeSeconds']:.1f}s ago"
         print(
             f"{data['lock']}: holder {data['holder'] or '(none)'}, renewed {age_text}, "
             f"lease {data['leaseDurationSeconds']}s, transitions {data['transitions']}"
+            + (f", strategy {data['strategy']}" if data.get("strategy") else "")
+            + (
+                f", preferred holder {data['preferredHolder']}"
+                if data.get("preferredHolder")
+                else ""
+            )
         )
+    for candidate in candidates or ():
+        print(_candidate_line(candidate))
     return 0
+
+
+async def _candidates(lock: Lock) -> list[dict[str, Any]] | None:
+    """The LeaseCandidates of a lease lock (None: not a Lease, or no v1beta1 API)."""
+    from .kubernetes import LeaseLock, list_lease_candidates
+
+    if not isinstance(lock, LeaseLock):
+        return None
+    try:
+        found = await list_lease_candidates(lock, timeout=10)
+    except (ElectionError, LockError):
+        return None
+    now = datetime.now(timezone.utc)
+
+    def age(when: datetime | None) -> float | None:
+        return None if when is None else round((now - when).total_seconds(), 3)
+
+    return [
+        {
+            "identity": c.identity,
+            "binaryVersion": c.binary_version,
+            "emulationVersion": c.emulation_version,
+            "strategy": c.strategy,
+            "pingTime": c.ping_time.isoformat() if c.ping_time else None,
+            "renewTime": c.renew_time.isoformat() if c.renew_time else None,
+            "pingAgeSeconds": age(c.ping_time),
+            "renewAgeSeconds": age(c.renew_time),
+            "labels": dict(c.labels),
+        }
+        for c in found
+    ]
+
+
+def _candidate_line(c: dict[str, Any]) -> str:
+    def ago(key: str) -> str:
+        return "never" if c[key] is None else f"{c[key]:.1f}s ago"
+
+    return (
+        f"  candidate {c['identity']}: binary {c['binaryVersion']}, emulation "
+        f"{c['emulationVersion'] or '-'}, strategy {c['strategy']}, pinged {ago('pingAgeSeconds')}, "
+        f"renewed {ago('renewAgeSeconds')}"
+    )
 
 
 async def _watch(lock: Lock, poll_interval: float) -> int:
     from . import observe  # type: ignore[attr-defined,unused-ignore]
 
-    async with lock, observe(lock, poll_interval=poll_interval) as changes:
+    async with (
+        lock,
+        anyio.create_task_group() as tg,
+        observe(lock, poll_interval=poll_interval) as changes,
+    ):
+        tg.start_soon(_watch_candidates, lock, poll_interval)
         async for change in changes:
             when = change.renew_time.isoformat() if change.renew_time else "-"
             print(
@@ -271,6 +400,56 @@ async def _watch(lock: Lock, poll_interval: float) -> int:
                 f"transitions={change.transitions} renewTime={when}",
                 flush=True,
             )
+    return 0
+
+
+async def _watch_candidates(lock: Lock, poll_interval: float) -> None:
+    """One line per candidate that appears, changes (versions, ping, renewal) or leaves."""
+    seen: dict[str, dict[str, Any]] = {}
+    while True:
+        candidates = await _candidates(lock)
+        if candidates is None:
+            return  # not a Lease, or no LeaseCandidates on this cluster
+        current = {c["identity"]: c for c in candidates}
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for identity, c in current.items():
+            key = ("binaryVersion", "emulationVersion", "strategy", "pingTime", "renewTime")
+            if identity not in seen or any(seen[identity][k] != c[k] for k in key):
+                print(
+                    f"{stamp} candidate={identity} binary={c['binaryVersion']} "
+                    f"emulation={c['emulationVersion'] or '-'} strategy={c['strategy']} "
+                    f"pingTime={c['pingTime'] or '-'} renewTime={c['renewTime'] or '-'}",
+                    flush=True,
+                )
+        for identity in seen.keys() - current.keys():
+            print(f"{stamp} candidate={identity} withdrawn", flush=True)
+        seen = current
+        await anyio.sleep(poll_interval)
+
+
+# -- coordinate ------------------------------------------------------------------------------------
+
+
+async def _coordinate(args: argparse.Namespace) -> int:
+    from .kubernetes import Coordinator, LeaseLock
+
+    spec = args.lock or f"lease/{args.namespace}/aioleader-coordinator"
+    lock = make_lock(spec, identity=args.identity, kubeconfig=args.kubeconfig)
+    if not isinstance(lock, LeaseLock):
+        raise _UsageError(f"--lock {spec!r}: the coordinator campaigns on a lease/NAMESPACE/NAME")
+    try:
+        coordinator = Coordinator(
+            lock,
+            namespace=args.namespace,
+            election_window=args.election_window,
+            interval=args.interval,
+        )
+    except ValueError as exc:
+        raise _UsageError(f"coordinate: {exc}") from exc
+    from ._signals import stop_on_signals
+
+    async with stop_on_signals(), lock:
+        await coordinator.run()
     return 0
 
 
@@ -287,6 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "coordinate":
+            return anyio.run(_coordinate, args)
         lock = make_lock(
             args.lock, identity=getattr(args, "identity", None), kubeconfig=args.kubeconfig
         )

@@ -40,6 +40,7 @@ from ._election import campaign
 from ._guardian import group_alive
 from ._leadership import Leadership, Term
 from ._lock import Lock
+from ._options import Candidacy
 from ._timing import Timing
 
 __all__ = ["EXIT_FATAL", "EXIT_LOST", "FORWARDED_SIGNALS", "Sidecar", "max_grace_period"]
@@ -228,6 +229,7 @@ class Sidecar:
         grace_period: float | None = None,
         metrics: Any = None,
         healthz: tuple[str, int] | None = None,
+        candidate: Candidacy | None = None,
     ) -> None:
         limit = max_grace_period(timing)
         grace = limit if grace_period is None else grace_period
@@ -242,6 +244,7 @@ class Sidecar:
         self.grace = grace
         self.metrics = metrics
         self.healthz = healthz
+        self.candidate = candidate
         self.guardian: _Guardian | None = None
         self.pending: list[int] = []
         self.exit_code: int | None = None
@@ -252,7 +255,11 @@ class Sidecar:
             tg.start_soon(self._signals, tg.cancel_scope)
             leadership: Leadership = await tg.start(
                 lambda task_status: campaign(
-                    self.lock, timing=self.timing, metrics=self.metrics, task_status=task_status
+                    self.lock,
+                    timing=self.timing,
+                    metrics=self.metrics,
+                    candidate=self.candidate,
+                    task_status=task_status,
                 )
             )
             if self.healthz is not None:

@@ -195,6 +195,21 @@ def _parser() -> argparse.ArgumentParser:
         "by default, (lease duration - renew deadline) / 2, so that the command is dead that "
         "long before another replica may take over",
     )
+    coordinated = run.add_argument_group(
+        "coordinated election (KEP-4355): publish a LeaseCandidate and lead when an election "
+        "controller names this replica (lease locks only)"
+    )
+    coordinated.add_argument("--binary-version", metavar="V", help="e.g. 1.31.2")
+    coordinated.add_argument("--emulation-version", metavar="V", help="e.g. 1.31")
+    coordinated.add_argument(
+        "--strategy",
+        metavar="S",
+        help="OldestEmulationVersion (default; kube-apiserver elects) or e.g. "
+        "aioleader.dev/HighestPriority (aioleader coordinate elects)",
+    )
+    coordinated.add_argument(
+        "--priority", type=int, metavar="N", help="the aioleader.dev/priority label"
+    )
     run.add_argument("--healthz-addr", metavar="HOST:PORT", help="serve GET /healthz there")
     run.add_argument("--metrics-addr", metavar="HOST:PORT", help="serve Prometheus /metrics there")
     run.add_argument(
@@ -246,6 +261,28 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between reads of a lock that cannot be watched (a file: lock), and "
         "between retries while the API is unavailable (default: 2)",
     )
+
+    coordinate = sub.add_parser(
+        "coordinate",
+        help="run an election controller for strategies kube-apiserver leaves alone",
+        description="Elect the holders of the Leases whose LeaseCandidates ask for "
+        "aioleader.dev/HighestPriority (the highest aioleader.dev/priority label leads), in "
+        "one namespace. Replicas of the coordinator elect one of themselves on --lock; only "
+        "that one acts.",
+    )
+    coordinate.add_argument(
+        "--lock",
+        default=None,
+        metavar="SPEC",
+        help="the coordinators' own Lease (default: lease/NAMESPACE/aioleader-coordinator)",
+    )
+    coordinate.add_argument("--namespace", default="default", help="the namespace coordinated")
+    coordinate.add_argument(
+        "--identity", help="holder identity (default: $POD_NAME, else host_pid)"
+    )
+    coordinate.add_argument("--election-window", type=float, default=5.0, metavar="S")
+    coordinate.add_argument("--interval", type=float, default=1.0, metavar="S")
+    coordinate.add_argument("--kubeconfig", metavar="PATH")
 
     demo = sub.add_parser(
         "demo",
@@ -405,6 +442,7 @@ def _sidecar(args: argparse.Namespace, lock: Lock, probe_lock: Callable[[], Lock
         healthz=healthz,
         hooks=_hooks(args, metrics),
         probe_lock=probe_lock,
+        candidate=_candidate(args, lock),
     )
 
 
@@ -450,6 +488,30 @@ def _hooks(args: argparse.Namespace, metrics: Any) -> list[Any]:
     return hooks
 
 
+def _candidate(args: argparse.Namespace, lock: Lock) -> Any:
+    """The LeaseCandidate of ``run --binary-version …``, or None for an ordinary election."""
+    flags = (args.binary_version, args.emulation_version, args.strategy, args.priority)
+    if all(flag is None for flag in flags):
+        return None
+    if args.binary_version is None:
+        raise _UsageError("--emulation-version, --strategy and --priority need --binary-version")
+    from .kubernetes import LeaseCandidate, LeaseLock
+
+    if not isinstance(lock, LeaseLock):
+        raise _UsageError(
+            "--binary-version: coordinated election needs a lease/NAMESPACE/NAME lock"
+        )
+    try:
+        return LeaseCandidate(
+            binary_version=args.binary_version,
+            emulation_version=args.emulation_version,
+            strategy=args.strategy or "OldestEmulationVersion",
+            priority=args.priority,
+        )
+    except ValueError as exc:
+        raise _UsageError(f"run: {exc}") from exc
+
+
 # -- status / watch ----------------------------------------------------------------------------------
 
 
@@ -460,11 +522,16 @@ def _nobody(holder: str | None) -> str:
 async def _status(lock: Lock, output: str) -> int:
     async with lock:
         observed = await lock.get(timeout=_READ_TIMEOUT)
+        candidates = await _candidates(lock)
     data = _status_data(lock.describe(), observed)
+    if candidates is not None:
+        data["candidates"] = candidates
     if output == "json":
         print(json.dumps(data))
     else:
         print(_status_line(data))
+        for candidate in candidates or ():
+            print(_candidate_line(candidate))
     return 0 if data["exists"] else EXIT_NO_LOCK
 
 
@@ -503,6 +570,9 @@ def _status_data(lock: str, observed: Any) -> dict[str, Any]:
             "transitions": record.leader_transitions,
             "resourceVersion": observed.version,
         }
+        if record.strategy or record.preferred_holder:
+            data["strategy"] = record.strategy
+            data["preferredHolder"] = record.preferred_holder
     return data
 
 
@@ -513,6 +583,50 @@ def _status_line(data: dict[str, Any]) -> str:
     return (
         f"{data['lock']}: holder {_nobody(data['holder'])}, renewed {age_text}, "
         f"lease {data['leaseDurationSeconds']}s, transitions {data['transitions']}"
+        + (f", strategy {data['strategy']}" if data.get("strategy") else "")
+        + (f", preferred holder {data['preferredHolder']}" if data.get("preferredHolder") else "")
+    )
+
+
+async def _candidates(lock: Lock) -> list[dict[str, Any]] | None:
+    """The LeaseCandidates of a lease lock (None: not a Lease, or no v1beta1 API)."""
+    from .kubernetes import LeaseLock, list_lease_candidates
+
+    if not isinstance(lock, LeaseLock):
+        return None
+    try:
+        found = await list_lease_candidates(lock, timeout=10)
+    except (ElectionError, LockError):
+        return None
+    now = datetime.now(timezone.utc)
+
+    def age(when: datetime | None) -> float | None:
+        return None if when is None else round((now - when).total_seconds(), 3)
+
+    return [
+        {
+            "identity": c.identity,
+            "binaryVersion": c.binary_version,
+            "emulationVersion": c.emulation_version,
+            "strategy": c.strategy,
+            "pingTime": c.ping_time.isoformat() if c.ping_time else None,
+            "renewTime": c.renew_time.isoformat() if c.renew_time else None,
+            "pingAgeSeconds": age(c.ping_time),
+            "renewAgeSeconds": age(c.renew_time),
+            "labels": dict(c.labels),
+        }
+        for c in found
+    ]
+
+
+def _candidate_line(c: dict[str, Any]) -> str:
+    def ago(key: str) -> str:
+        return "never" if c[key] is None else f"{c[key]:.1f}s ago"
+
+    return (
+        f"  candidate {c['identity']}: binary {c['binaryVersion']}, emulation "
+        f"{c['emulationVersion'] or '-'}, strategy {c['strategy']}, pinged {ago('pingAgeSeconds')}, "
+        f"renewed {ago('renewAgeSeconds')}"
     )
 
 
@@ -532,6 +646,7 @@ async def _watch(lock: Lock, poll_interval: float) -> int:
     )
     async with lock, anyio.create_task_group() as tg:
         tg.start_soon(monitor.probe)
+        tg.start_soon(_watch_candidates, lock, poll_interval)
         async with observe(lock, poll_interval=poll_interval, renewals=True) as changes:
             first = True
             async for change in changes:
@@ -546,6 +661,56 @@ async def _watch(lock: Lock, poll_interval: float) -> int:
                     f"transitions={change.transitions} renewTime={when}",
                     flush=True,
                 )
+    return 0
+
+
+async def _watch_candidates(lock: Lock, poll_interval: float) -> None:
+    """One line per candidate that appears, changes (versions, ping, renewal) or leaves."""
+    seen: dict[str, dict[str, Any]] = {}
+    while True:
+        candidates = await _candidates(lock)
+        if candidates is None:
+            return  # not a Lease, or no LeaseCandidates on this cluster
+        current = {c["identity"]: c for c in candidates}
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for identity, c in current.items():
+            key = ("binaryVersion", "emulationVersion", "strategy", "pingTime", "renewTime")
+            if identity not in seen or any(seen[identity][k] != c[k] for k in key):
+                print(
+                    f"{stamp} candidate={identity} binary={c['binaryVersion']} "
+                    f"emulation={c['emulationVersion'] or '-'} strategy={c['strategy']} "
+                    f"pingTime={c['pingTime'] or '-'} renewTime={c['renewTime'] or '-'}",
+                    flush=True,
+                )
+        for identity in seen.keys() - current.keys():
+            print(f"{stamp} candidate={identity} withdrawn", flush=True)
+        seen = current
+        await anyio.sleep(poll_interval)
+
+
+# -- coordinate ------------------------------------------------------------------------------------
+
+
+async def _coordinate(args: argparse.Namespace) -> int:
+    from .kubernetes import Coordinator, LeaseLock
+
+    spec = args.lock or f"lease/{args.namespace}/aioleader-coordinator"
+    lock = make_lock(spec, identity=args.identity, kubeconfig=args.kubeconfig)
+    if not isinstance(lock, LeaseLock):
+        raise _UsageError(f"--lock {spec!r}: the coordinator campaigns on a lease/NAMESPACE/NAME")
+    try:
+        coordinator = Coordinator(
+            lock,
+            namespace=args.namespace,
+            election_window=args.election_window,
+            interval=args.interval,
+        )
+    except ValueError as exc:
+        raise _UsageError(f"coordinate: {exc}") from exc
+    from ._signals import stop_on_signals
+
+    async with stop_on_signals(), lock:
+        await coordinator.run()
     return 0
 
 
@@ -593,6 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo(args)
         _log_to_stderr(args.log_level)
+        if args.command == "coordinate":
+            return anyio.run(_coordinate, args)
         if args.command == "status" and (args.selector is None) == (args.lock is None):
             raise _UsageError("status: give either --lock SPEC or -l SELECTOR")
         if args.command == "status" and args.selector is not None:

@@ -141,6 +141,12 @@ class _Election:
         )
         # The lock's latest state as its watch delivered it (a base for update_from), if any.
         self._watched: Observed | None = None
+        # The candidacy is shielded once published and withdrawn first thing in the shutdown,
+        # before the release: withdrawn after it, the controller would name us again at once.
+        self._candidacy_scope = anyio.CancelScope()
+        self._candidacy_done = anyio.Event()
+        if config.candidate is None:
+            self._candidacy_done.set()
         # Set when the current term's work has finished, its release (if voluntary) is written
         # and on_stopped_leading has run.
         self._term_closed = anyio.Event()
@@ -171,7 +177,8 @@ class _Election:
                 try:
                     if self.config.candidate is not None:
                         # The candidacy exists before anyone can be told we campaign.
-                        await tg.start(self.config.candidate.keep, self.lock)
+                        await tg.start(self._keep_candidacy)
+                        self._candidacy_scope.shield = True
                     for hook in self.config.hooks:
                         await tg.start(self._run_hook, hook)
                     task_status.started(self.leadership)
@@ -182,6 +189,7 @@ class _Election:
                 finally:
                     try:
                         with anyio.CancelScope(shield=True):
+                            await self._withdraw_candidacy()
                             await self._shutdown()
                     finally:
                         # Let on_new_leader callbacks queued so far (e.g. for our release) run,
@@ -189,6 +197,7 @@ class _Election:
                         await self.notifier.close(self.timing.renew_deadline)
                         for scope in self._hook_scopes:
                             scope.cancel()
+                        self._candidacy_scope.cancel()
                         tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             error = _unwrap(group, f"election for {self._description}")
@@ -207,6 +216,20 @@ class _Election:
         self._hook_scopes.append(scope)
         with scope:
             await hook.run(self.lock, task_status=task_status)
+
+    async def _keep_candidacy(self, *, task_status: TaskStatus[None]) -> None:
+        assert self.config.candidate is not None
+        try:
+            with self._candidacy_scope:
+                await self.config.candidate.keep(self.lock, task_status=task_status)
+        finally:
+            self._candidacy_done.set()
+
+    async def _withdraw_candidacy(self) -> None:
+        """Stop the candidacy and wait (at most RD) until it is withdrawn."""
+        self._candidacy_scope.cancel()
+        with anyio.move_on_after(self.timing.renew_deadline):
+            await self._candidacy_done.wait()
 
     async def _campaign(self) -> None:
         if self.config.ready is not None:

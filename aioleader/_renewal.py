@@ -219,7 +219,8 @@ class TermKeeper:
                     released = released_record(own, datetime.now(timezone.utc))
                     with contextlib.suppress(LockConflict):
                         observed, _ = await self.io.update(released, anyio.current_time() + half)
-                if observed is None:
+                conflicts = 0
+                while observed is None:
                     fresh = await self.io.get(anyio.current_time() + half)
                     self.observe(fresh)
                     if fresh is None or not still_ours(
@@ -227,7 +228,14 @@ class TermKeeper:
                     ):
                         return
                     released = released_record(fresh.record, datetime.now(timezone.utc))
-                    observed, _ = await self.io.update(released, anyio.current_time() + half)
+                    try:
+                        observed, _ = await self.io.update(released, anyio.current_time() + half)
+                    except LockConflict:
+                        # Written in between and perhaps still ours, e.g. by a coordinated
+                        # election's controller naming a preferred holder: read again.
+                        conflicts += 1
+                        if conflicts == 2:
+                            raise
                 self.observe(observed)
                 logger.info(
                     "%s: released by %s",

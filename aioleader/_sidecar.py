@@ -43,6 +43,7 @@ from ._election import campaign
 from ._guardian import group_alive
 from ._leadership import Leadership, Term
 from ._lock import Lock
+from ._options import Candidacy
 from ._reachability import ApiMonitor
 from ._timing import Timing
 
@@ -239,6 +240,7 @@ class Sidecar:
         healthz: tuple[str, int] | None = None,
         hooks: Sequence[Any] = (),
         probe_lock: Callable[[], Lock] | None = None,
+        candidate: Candidacy | None = None,
     ) -> None:
         limit = max_grace_period(timing)
         grace = limit if grace_period is None else grace_period
@@ -271,6 +273,7 @@ class Sidecar:
             )
         )
         self._holder = ""
+        self.candidate = candidate
         self.guardian: _Guardian | None = None
         self.pending: list[int] = []
         self.exit_code: int | None = None
@@ -289,6 +292,7 @@ class Sidecar:
                     metrics=self.metrics if monitor is None else monitor,
                     hooks=self.hooks,
                     on_new_leader=self._new_leader,
+                    candidate=self.candidate,
                     task_status=task_status,
                 )
             )

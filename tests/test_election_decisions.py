@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from aioleader._semver import parse, parse_tolerant
 from aioleader.testing._election_controller import election_step, expired_candidates
-from aioleader.testing._semver import parse, parse_tolerant
 
 NS = "default"
 OEV = "OldestEmulationVersion"

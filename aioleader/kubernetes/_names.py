@@ -13,11 +13,14 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from .._coordination import OLDEST_EMULATION_VERSION
+
 __all__ = [
     "check_identity",
     "check_name",
     "check_namespace",
     "check_owner_references",
+    "check_strategy",
     "check_string_map",
     "default_identity",
 ]
@@ -157,3 +160,24 @@ def check_owner_references(
     if sum(1 for r in result if r.get("controller")) > 1:
         raise ValueError("owner_references: only one reference can have controller set to true")
     return tuple(result)
+
+
+def check_strategy(strategy: str, argument: str = "strategy") -> str:
+    """A coordinated election strategy as the API validates it: ``OldestEmulationVersion``, or a
+    qualified name with a prefix (``example.com/MyStrategy``) for a third-party controller."""
+    if not isinstance(strategy, str) or not strategy:
+        raise ValueError(f"{argument} must be a non-empty string, got {strategy!r}")
+    if strategy == OLDEST_EMULATION_VERSION:
+        return strategy
+    if "/" not in strategy:
+        raise ValueError(
+            f"{argument} must be {OLDEST_EMULATION_VERSION!r} or a qualified name with a prefix for a "
+            f"third-party controller (e.g. 'aioleader.dev/HighestPriority'), got {strategy!r}"
+        )
+    problem = _qualified_name_problem(strategy)
+    if problem is None and strategy.count("/") == 1 and strategy.partition("/")[0]:
+        return strategy
+    raise ValueError(
+        f"{argument} {strategy!r} is not a qualified name: "
+        f"{problem or 'expected one prefix (a DNS-1123 subdomain), one /, and a name'}"
+    )

@@ -39,7 +39,7 @@ from ._names import (
 from ._reply import ObjectRef, Reply, decode_object
 from ._watch import ObjectWatch, WatchOptions
 
-__all__ = ["ObjectLock"]
+__all__ = ["ObjectLock", "client_of"]
 
 logger = logging.getLogger("aioleader")
 
@@ -368,3 +368,10 @@ class ObjectLock(Lock):
         obj, version = decode_object(verb, self._ref, reply, self.kind)
         self._cached = obj
         return self._decode(obj, version)
+
+
+def client_of(lock: ObjectLock) -> KubeClient:
+    """The request path of ``lock`` (its borrowed or owned API client, bounded and translated
+    requests), for objects of this package that live next to the lock and share its client (a
+    :class:`~aioleader.kubernetes.LeaseCandidate`)."""
+    return lock._client

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import _semver as semver
+from .. import _semver as semver
 
 __all__ = [
     "FieldError",

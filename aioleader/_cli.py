@@ -282,7 +282,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     coordinate.add_argument("--election-window", type=float, default=5.0, metavar="S")
     coordinate.add_argument("--interval", type=float, default=1.0, metavar="S")
-    coordinate.add_argument("--kubeconfig", metavar="PATH")
+    coordinate.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account)",
+    )
+    coordinate.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="the library's log records shown on stderr, prefixed 'aioleader (library)' "
+        "(default: warning)",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -524,7 +535,7 @@ async def _status(lock: Lock, output: str) -> int:
         observed = await lock.get(timeout=_READ_TIMEOUT)
         candidates = await _candidates(lock)
     data = _status_data(lock.describe(), observed)
-    if candidates is not None:
+    if candidates:  # a coordinated election (an ordinary one shows none)
         data["candidates"] = candidates
     if output == "json":
         print(json.dumps(data))

@@ -11,7 +11,6 @@ from typing import Any
 
 import anyio
 import pytest
-import pytest_asyncio
 from anyio.abc import TaskGroup
 
 from aioleader import (
@@ -162,16 +161,6 @@ def test_decode_keeps_unknown_fields() -> None:
 
 
 # -- against the emulator -------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
 
 
 async def _lock(

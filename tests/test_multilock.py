@@ -11,11 +11,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import anyio
-import looptime
 import pytest
-import pytest_asyncio
 from anyio.abc import TaskGroup
-from trio.testing import MockClock
 
 from aioleader import (
     LeaderElectionRecord,
@@ -32,18 +29,10 @@ from aioleader.locks import MemoryLock, MultiLock
 from aioleader.locks._multi import UNKNOWN_LEADER
 from aioleader.testing import KubeEmulator, TermLog, lead_forever
 
+pytestmark = pytest.mark.fake_clock  # its anyio tests; the pytest-asyncio ones run in real time
+
+
 # -- fake clocks (the MemoryLock tests) --------------------------------------------------------
-
-
-def _looptime_loop() -> Any:
-    return looptime.new_event_loop(start=0, _enabled=True)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    if request.param == "asyncio":
-        return ("asyncio", {"loop_factory": _looptime_loop})
-    return ("trio", {"clock": MockClock(autojump_threshold=0)})
 
 
 class Recording(MemoryLock):
@@ -488,16 +477,6 @@ async def test_mixed_kinds_under_random_crashes_never_two_leaders(seed: int) -> 
 
 REAL_TIMING = Timing(lease_duration=2, renew_deadline=1.5, retry_period=0.25)
 NS = "default"
-
-
-@pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
 
 
 class Rollout:

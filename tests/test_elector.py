@@ -16,13 +16,11 @@ from functools import partial
 from typing import Any
 
 import anyio
-import looptime
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup
 import pytest
 from anyio.abc import TaskGroup
-from trio.testing import MockClock
 
 from aioleader import (
     ElectionError,
@@ -37,20 +35,7 @@ from aioleader import (
 from aioleader.locks import MemoryLock
 from aioleader.testing import FaultyLock, TermLog, lead_forever
 
-pytestmark = pytest.mark.anyio
-
-
-def _looptime_loop() -> Any:
-    return looptime.new_event_loop(start=0, _enabled=True)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    if request.param == "asyncio":
-        if sys.version_info < (3, 11):  # pragma: no cover - looptime >= 0.9 needs 3.11
-            pytest.skip("asyncio fake clock (looptime >= 0.9) needs Python 3.11")
-        return ("asyncio", {"loop_factory": _looptime_loop})
-    return ("trio", {"clock": MockClock(autojump_threshold=0)})
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
 
 
 class Jitter(random.Random):

@@ -433,9 +433,9 @@ async def test_free_lock_with_null_holder_is_taken_at_once() -> None:
 
 def test_handles_have_no_public_constructor() -> None:
     with pytest.raises(TypeError, match="no public constructor"):
-        Leadership()  # type: ignore[call-arg]
+        Leadership()
     with pytest.raises(TypeError, match="no public constructor"):
-        Term()  # type: ignore[call-arg]
+        Term()
 
 
 async def test_bad_arguments_are_rejected_before_campaigning() -> None:

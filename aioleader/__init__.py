@@ -10,6 +10,7 @@ from ._exceptions import ForbiddenError as ForbiddenError
 from ._exceptions import LockConflict as LockConflict
 from ._exceptions import LockError as LockError
 from ._exceptions import LockNotFound as LockNotFound
+from ._exports import publish as _publish
 from ._health import HealthStatus as HealthStatus
 from ._health import check_health as check_health
 from ._health import healthz_app as healthz_app
@@ -25,6 +26,9 @@ from ._metrics import PrometheusMetrics as PrometheusMetrics
 from ._observer import LeaderChange as LeaderChange
 from ._observer import LeaderChanges as LeaderChanges
 from ._observer import observe as observe
+from ._options import Candidacy as Candidacy
+from ._options import ElectionOptions as ElectionOptions
+from ._options import TermHook as TermHook
 from ._record import MAX_LEASE_DURATION as MAX_LEASE_DURATION
 from ._record import UNPARSEABLE_HOLDER as UNPARSEABLE_HOLDER
 from ._record import LeaderElectionRecord as LeaderElectionRecord
@@ -39,8 +43,10 @@ __all__ = (
     "MAX_LEASE_DURATION",
     "UNPARSEABLE_HOLDER",
     "AioleaderError",
+    "Candidacy",
     "ElectionError",
     "ElectionMetrics",
+    "ElectionOptions",
     "ForbiddenError",
     "HealthStatus",
     "LeaderChange",
@@ -56,6 +62,7 @@ __all__ = (
     "PrometheusMetrics",
     "StopOnSignals",
     "Term",
+    "TermHook",
     "Timing",
     "WatchCursor",
     "campaign",
@@ -67,3 +74,5 @@ __all__ = (
     "serve_healthz",
     "stop_on_signals",
 )
+
+_publish(globals())

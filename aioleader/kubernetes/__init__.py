@@ -10,6 +10,7 @@ that route a Service's traffic to the leader alone: a role label on the leader's
 EndpointSlice of a selector-less Service.
 """
 
+from .._exports import publish as _publish
 from ._configmap import ConfigMapLock as ConfigMapLock
 from ._endpoints import EndpointsLock as EndpointsLock
 from ._leader_endpoints import LeaderEndpoints as LeaderEndpoints
@@ -17,3 +18,5 @@ from ._lease import LeaseLock as LeaseLock
 from ._pod_label import PodRoleLabel as PodRoleLabel
 
 __all__ = ("ConfigMapLock", "EndpointsLock", "LeaderEndpoints", "LeaseLock", "PodRoleLabel")
+
+_publish(globals())

@@ -39,7 +39,14 @@ FINAL = {
         "Observed",
         "Timing",
     },
-    "aioleader.kubernetes": {"ConfigMapLock", "EndpointsLock", "LeaseLock"},
+    "aioleader.kubernetes": {
+        "ConfigMapLock",
+        "EndpointsLock",
+        "LeaseLock",
+        # Term hooks, configured by arguments.
+        "LeaderEndpoints",
+        "PodRoleLabel",
+    },
     "aioleader.locks": {"FileLock", "MultiLock"},
     "aioleader.testing": {
         "ChaosReport",

@@ -11,6 +11,7 @@ from ._exceptions import ForbiddenError as ForbiddenError
 from ._exceptions import LockConflict as LockConflict
 from ._exceptions import LockError as LockError
 from ._exceptions import LockNotFound as LockNotFound
+from ._exports import publish as _publish
 from ._health import HealthStatus as HealthStatus
 from ._health import check_health as check_health
 from ._health import healthz_app as healthz_app
@@ -26,6 +27,9 @@ from ._metrics import PrometheusMetrics as PrometheusMetrics
 from ._observer import LeaderChange as LeaderChange
 from ._observer import LeaderChanges as LeaderChanges
 from ._observer import observe as observe
+from ._options import Candidacy as Candidacy
+from ._options import ElectionOptions as ElectionOptions
+from ._options import TermHook as TermHook
 from ._record import MAX_LEASE_DURATION as MAX_LEASE_DURATION
 from ._record import UNPARSEABLE_HOLDER as UNPARSEABLE_HOLDER
 from ._record import LeaderElectionRecord as LeaderElectionRecord
@@ -40,9 +44,11 @@ __all__ = (
     "MAX_LEASE_DURATION",
     "UNPARSEABLE_HOLDER",
     "AioleaderError",
+    "Candidacy",
     "ClusterConfigError",
     "ElectionError",
     "ElectionMetrics",
+    "ElectionOptions",
     "ForbiddenError",
     "HealthStatus",
     "LeaderChange",
@@ -58,6 +64,7 @@ __all__ = (
     "PrometheusMetrics",
     "StopOnSignals",
     "Term",
+    "TermHook",
     "Timing",
     "WatchCursor",
     "campaign",
@@ -69,3 +76,5 @@ __all__ = (
     "serve_healthz",
     "stop_on_signals",
 )
+
+_publish(globals())

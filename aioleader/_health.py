@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import anyio
 from anyio.abc import SocketStream, TaskStatus
@@ -33,6 +33,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+@final
 @dataclass(frozen=True)
 class HealthStatus:
     healthy: bool

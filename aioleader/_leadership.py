@@ -7,6 +7,7 @@ user code is move the deadline of, or cancel, cancel scopes that the user's own 
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -53,13 +54,16 @@ class ElectionState(Protocol):
 
 
 class _NoPublicConstructor(type):
-    """Handles are built by the library (trio's ``NoPublicConstructor``)."""
+    """Handles are built by the library (trio's ``NoPublicConstructor``): ``_create`` runs the
+    class's private ``_init``; there is no ``__init__``, so no constructor signature is shown."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(f"{cls.__module__}.{cls.__qualname__} has no public constructor")
 
     def _create(cls, *args: Any, **kwargs: Any) -> Any:
-        return super().__call__(*args, **kwargs)
+        obj: Any = super().__call__()  # object.__init__: nothing to pass
+        obj._init(*args, **kwargs)
+        return obj
 
 
 @final
@@ -80,6 +84,8 @@ class Term(metaclass=_NoPublicConstructor):
         cancel_scope: the scope of the first ``leading()`` block of this term (each concurrent
             ``leading()`` block gets its own scope, all cancelled together).
         ended: an :class:`anyio.Event` set when the term ends.
+        ended_at: ``anyio.current_time()`` when the term ended (``None`` while active; at the
+            latest its deadline).
         end_reason: ``None`` while active; then why it ended: ``"lost"`` (the lock names another
             holder, or was deleted), ``"deadline"`` (no successful renewal within the renew
             deadline, also counting time the host spent suspended), ``"stepped down"``
@@ -88,7 +94,15 @@ class Term(metaclass=_NoPublicConstructor):
             if ``release_on_cancel``).
     """
 
-    def __init__(
+    identity: str
+    number: int
+    fencing_token: int
+    acquired_at: float
+    acquired_wall: datetime
+    ended: anyio.Event
+    ended_at: float | None
+
+    def _init(
         self,
         *,
         identity: str,
@@ -252,6 +266,7 @@ class _Leading:
             self._term._close_scope(self._scope)
 
 
+@final
 @dataclass(frozen=True)
 class LeadershipStatistics:
     """A snapshot of an election (``leadership.statistics()``), in the manner of anyio's
@@ -287,7 +302,7 @@ class Leadership(metaclass=_NoPublicConstructor):
             # leading() left: the term ended (or the body finished); campaigning goes on
     """
 
-    def __init__(self, election: ElectionState) -> None:
+    def _init(self, election: ElectionState) -> None:
         self._election = election
         self._acquired = anyio.Event()
         self._term: Term | None = None
@@ -364,7 +379,7 @@ class Leadership(metaclass=_NoPublicConstructor):
                 await event.wait()
                 tg.cancel_scope.cancel()
 
-    def leading(self) -> _Leading:
+    def leading(self) -> AbstractAsyncContextManager[Term]:
         """Wait until leader, then run the body inside the term's cancel scope.
 
         The scope's deadline is *last successful renew send time + renew_deadline* and it moves

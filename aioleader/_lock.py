@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, final
 
 from ._record import LeaderElectionRecord
 
@@ -21,6 +21,7 @@ __all__ = ["Lock", "Observed", "WatchCursor", "cursor_states"]
 _L = TypeVar("_L", bound="Lock")
 
 
+@final
 @dataclass(frozen=True)
 class Observed:
     """One read of the lock.

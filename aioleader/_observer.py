@@ -47,6 +47,7 @@ _WATCH_BACKOFF_MAX: Final = 5.0
 _CLOSE_TIMEOUT: Final = 5.0
 
 
+@final
 @dataclass(frozen=True)
 class LeaderChange:
     """One observed change of the lock's holder (or, with ``renewals=True``, of its record).

@@ -11,16 +11,14 @@ import inspect
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from anyio.abc import TaskStatus
 
+from ._leadership import Term  # at run time too: typing.get_type_hints(ElectionOptions)
 from ._lock import Lock
 from ._metrics import ElectionMetrics
 from ._timing import Timing
-
-if TYPE_CHECKING:
-    from ._leadership import Term
 
 __all__ = ["Candidacy", "ElectionConfig", "ElectionOptions", "TermHook"]
 

@@ -34,7 +34,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final
+from typing import Any, Final, final
 
 __all__ = [
     "LEADER_ANNOTATION",
@@ -72,6 +72,7 @@ _RFC3339 = re.compile(
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
+@final
 @dataclass(frozen=True)
 class LeaderElectionRecord:
     """What a lock says about its holder; the same fields as client-go's ``LeaderElectionRecord``.

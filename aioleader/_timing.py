@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, final
 
 __all__ = ["Timing"]
 
 
+@final
 @dataclass(frozen=True)
 class Timing:
     """The three durations of client-go's ``LeaderElectionConfig``, validated the same way.

@@ -4,21 +4,18 @@ elections, through the real kubernetes_asyncio client against the emulator."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import anyio
 import pytest
-import pytest_asyncio
-from anyio.abc import TaskGroup
+from _groups import TIMING, Group, group
 
 from aioleader import (
     ElectionError,
     ForbiddenError,
     LeaderElectionRecord,
-    Leadership,
     LockConflict,
     LockError,
     Observed,
@@ -27,14 +24,13 @@ from aioleader import (
 from aioleader._record import LEADER_ANNOTATION
 from aioleader.kubernetes import ConfigMapLock, EndpointsLock
 from aioleader.kubernetes._annotation import UNPARSEABLE_HOLDER, AnnotationLock, decode_annotation
-from aioleader.testing import KubeEmulator, TermLog, lead_forever
+from aioleader.testing import KubeEmulator
 
 # NO_PROXY for the emulator is set by conftest.py.
 
 NS = "default"
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
 T0_SECONDS = T0.replace(microsecond=0)
-TIMING = Timing(lease_duration=2, renew_deadline=1.5, retry_period=0.25)
 
 KINDS = [
     pytest.param(ConfigMapLock, "configmaps", id="configmap"),
@@ -162,16 +158,6 @@ def test_decode_keeps_unknown_fields() -> None:
 
 
 # -- against the emulator -------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
 
 
 async def _lock(
@@ -561,62 +547,23 @@ async def test_a_path_that_is_not_served_is_fatal(
 # -- elections --------------------------------------------------------------------------------
 
 
-class Group:
+def annotation_group(
+    emu: KubeEmulator, cls: type[AnnotationLock]
+) -> AbstractAsyncContextManager[Group]:
     """Candidates on one annotation lock, each through its own endpoint, with one term log."""
-
-    def __init__(self, emu: KubeEmulator, tg: TaskGroup, cls: type[AnnotationLock]) -> None:
-        self.emu = emu
-        self.tg = tg
-        self.cls = cls
-        self.log = TermLog(tolerance=0.05)  # real time: the loop's scheduling latency
-        self.scopes: dict[str, anyio.CancelScope] = {}
-        self.leaderships: dict[str, Leadership] = {}
-
-    async def start(self, name: str, *, timing: Timing = TIMING) -> Leadership:
-        lock = self.cls("lock", NS, identity=name, api_client=await self.emu.api_client(name))
-        scope = anyio.CancelScope()
-        self.scopes[name] = scope
-
-        async def run(*, task_status: anyio.abc.TaskStatus[Leadership]) -> None:
-            with scope:
-                await lead_forever(lock, self.log, task_status=task_status, timing=timing)
-
-        leadership: Leadership = await self.tg.start(run)
-        self.leaderships[name] = leadership
-        return leadership
-
-    def leaders(self) -> list[str]:
-        return [n for n, lead in self.leaderships.items() if lead.is_leader_nowait()]
-
-    async def wait_leader(self, *, other_than: str | None = None, limit: float = 10) -> str:
-        with anyio.fail_after(limit):
-            while True:
-                current = [n for n in self.leaders() if n != other_than]
-                if current:
-                    return current[0]
-                await anyio.sleep(0.01)
-
-    def stop(self, name: str) -> None:
-        self.scopes[name].cancel()
-        del self.leaderships[name]
-
-    def record(self) -> dict[str, Any]:
-        obj = self.emu.get_object(self.cls.plural, NS, "lock")
-        assert obj is not None
-        data = json.loads(obj["metadata"]["annotations"][LEADER_ANNOTATION])
-        assert isinstance(data, dict)
-        return data
+    return group(
+        emu,
+        lambda name, identity, api: cls(name, NS, identity=identity, api_client=api),
+        tolerance=0.05,  # real time: the loop's scheduling latency
+    )
 
 
-@asynccontextmanager
-async def group(emu: KubeEmulator, cls: type[AnnotationLock]) -> AsyncIterator[Group]:
-    async with anyio.create_task_group() as tg:
-        g = Group(emu, tg, cls)
-        yield g
-        tg.cancel_scope.cancel()
-    assert g.log.overlaps == []
-    assert g.log.late_work == []
-    assert g.log.fencing_monotonic
+def leader_record(emu: KubeEmulator, cls: type[AnnotationLock]) -> dict[str, Any]:
+    obj = emu.get_object(cls.plural, NS, "lock")
+    assert obj is not None
+    data = json.loads(obj["metadata"]["annotations"][LEADER_ANNOTATION])
+    assert isinstance(data, dict)
+    return data
 
 
 @pytest.mark.asyncio
@@ -625,13 +572,13 @@ async def group(emu: KubeEmulator, cls: type[AnnotationLock]) -> AsyncIterator[G
 async def test_three_candidates_elect_one_hand_over_and_fail_over(
     emu: KubeEmulator, cls: type[AnnotationLock], plural: str
 ) -> None:
-    async with group(emu, cls) as g:
+    async with annotation_group(emu, cls) as g:
         for name in ("a", "b", "c"):
             await g.start(name)
         first = await g.wait_leader()
         await anyio.sleep(1.5 * TIMING.lease_duration)  # renewals keep it; nobody else takes over
         assert g.leaders() == [first]
-        record = g.record()
+        record = leader_record(emu, cls)
         assert record["holderIdentity"] == first
         assert record["leaseDurationSeconds"] == 2
         assert record["renewTime"].endswith("Z")
@@ -652,8 +599,8 @@ async def test_three_candidates_elect_one_hand_over_and_fail_over(
         failover = anyio.current_time() - start
         assert third not in (first, second)
         assert failover >= TIMING.lease_duration - 2.2 * TIMING.retry_period - 0.1
-        assert g.record()["holderIdentity"] == third
-        transitions = g.record()["leaderTransitions"]
+        assert leader_record(emu, cls)["holderIdentity"] == third
+        transitions = leader_record(emu, cls)["leaderTransitions"]
         await anyio.sleep(0.2)  # let the third enter its leader work before all stop
     assert transitions == 2  # a fencing token per term, in the annotation
     assert [i.identity for i in sorted(g.log.intervals, key=lambda i: i.start)] == [
@@ -681,7 +628,7 @@ async def test_a_garbage_annotation_is_taken_over_only_after_staying_unchanged(
         )
 
     scribble(0)
-    async with group(emu, cls) as g:
+    async with annotation_group(emu, cls) as g:
         leadership = await g.start("a", timing=timing)
         for n in range(1, 10):  # 2.7 s: almost three of our lease durations
             await anyio.sleep(0.3)
@@ -692,5 +639,5 @@ async def test_a_garbage_annotation_is_taken_over_only_after_staying_unchanged(
         await g.wait_leader(limit=3)
         waited = anyio.current_time() - stopped
         assert timing.lease_duration - 0.05 <= waited < timing.lease_duration + 1.0
-        record = g.record()
+        record = leader_record(emu, cls)
         assert (record["holderIdentity"], record["leaderTransitions"]) == ("a", 1)

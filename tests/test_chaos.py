@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import looptime
 import pytest
 
 from aioleader.testing import CHAOS_FAULTS as FAULTS
 from aioleader.testing import run_chaos
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": lambda: looptime.new_event_loop(start=0, _enabled=True)})
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock("asyncio")]
 
 
 @pytest.mark.parametrize("seed", [1, 2])

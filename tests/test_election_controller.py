@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -22,7 +21,11 @@ from kubernetes_asyncio import client
 
 from aioleader.testing import KubeEmulator
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.emulator_only]
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.emulator_only,
+    pytest.mark.emulator(coordinated_election=True),
+]
 
 NS = "default"
 OEV = "OldestEmulationVersion"
@@ -100,11 +103,9 @@ class Cluster:
 
 
 @pytest_asyncio.fixture
-async def cluster() -> AsyncIterator[Cluster]:
-    emu = KubeEmulator(coordinated_election=True)
+async def cluster(emu: KubeEmulator) -> Cluster:
     emu.set_time(T0)
-    async with emu:
-        yield Cluster(emu, await emu.api_client())
+    return Cluster(emu, await emu.api_client())
 
 
 async def test_oldest_emulation_version_is_elected_after_the_pings(cluster: Cluster) -> None:
@@ -294,18 +295,15 @@ async def test_strategies_disagreeing_at_one_binary_version_stop_the_election(
     assert cluster.lease() is None
 
 
-async def test_expired_candidates_are_collected_after_30_minutes() -> None:
-    emu = KubeEmulator(coordinated_election=True, lease_candidate_gc_interval=60)
-    emu.set_time(T0)
-    async with emu:
-        cluster = Cluster(emu, await emu.api_client())
-        await cluster.join("gone", "1.31.0")
-        await cluster.advance(20 * 60)
-        await cluster.join("recent", "1.31.0")
-        await cluster.advance(10 * 60)  # "gone" was renewed exactly 30 min ago: still valid
-        assert sorted(cluster.pinged()) == ["gone", "recent"]
-        await cluster.advance(61)  # the next collection
-        assert sorted(cluster.pinged()) == ["recent"]
+@pytest.mark.emulator(lease_candidate_gc_interval=60)
+async def test_expired_candidates_are_collected_after_30_minutes(cluster: Cluster) -> None:
+    await cluster.join("gone", "1.31.0")
+    await cluster.advance(20 * 60)
+    await cluster.join("recent", "1.31.0")
+    await cluster.advance(10 * 60)  # "gone" was renewed exactly 30 min ago: still valid
+    assert sorted(cluster.pinged()) == ["gone", "recent"]
+    await cluster.advance(61)  # the next collection
+    assert sorted(cluster.pinged()) == ["recent"]
 
 
 async def test_every_15_minutes_an_election_pings_the_candidates(cluster: Cluster) -> None:
@@ -325,39 +323,37 @@ async def test_every_15_minutes_an_election_pings_the_candidates(cluster: Cluste
     assert cluster.lease() == {**lease, "strategy": OEV}
 
 
-async def test_in_real_time_with_a_short_window() -> None:
+@pytest.mark.emulator(election_window=1.5)
+async def test_in_real_time_with_a_short_window(emu: KubeEmulator) -> None:
     # A window long enough that the acknowledgement below lands inside it on a loaded machine.
-    async with KubeEmulator(coordinated_election=True, election_window=1.5) as emu:
-        api = client.CoordinationV1beta1Api(await emu.api_client())
-        old = stamp(emu.clock.now() - timedelta(minutes=1))
-        for name, version in (("silent", "1.29.0"), ("live", "1.31.0")):
-            spec = {
-                "leaseName": "lock",
-                "binaryVersion": "1.31.0",
-                "emulationVersion": version,
-                "strategy": OEV,
-                "renewTime": old,
-            }
-            body: Any = {"metadata": {"name": name}, "spec": spec}
-            await api.create_namespaced_lease_candidate(NS, body)
-        await emu.wait_election_idle()
-        response: Any = await api.read_namespaced_lease_candidate(
-            "live", NS, _preload_content=False
-        )
-        body = json.loads(await response.read())
-        body["spec"]["renewTime"] = stamp(emu.clock.now())
-        await api.replace_namespaced_lease_candidate("live", NS, body)
-        # The vote waits for "silent" until its window ends, then elects "live".
-        with anyio.fail_after(30):
-            while (lease := emu.get_object("leases", NS, "lock")) is None:
-                await emu.wait_election_idle()
-                await asyncio.sleep(0.02)
-        assert lease["spec"]["holderIdentity"] == "live"
+    api = client.CoordinationV1beta1Api(await emu.api_client())
+    old = stamp(emu.clock.now() - timedelta(minutes=1))
+    for name, version in (("silent", "1.29.0"), ("live", "1.31.0")):
+        spec = {
+            "leaseName": "lock",
+            "binaryVersion": "1.31.0",
+            "emulationVersion": version,
+            "strategy": OEV,
+            "renewTime": old,
+        }
+        body: Any = {"metadata": {"name": name}, "spec": spec}
+        await api.create_namespaced_lease_candidate(NS, body)
+    await emu.wait_election_idle()
+    response: Any = await api.read_namespaced_lease_candidate("live", NS, _preload_content=False)
+    body = json.loads(await response.read())
+    body["spec"]["renewTime"] = stamp(emu.clock.now())
+    await api.replace_namespaced_lease_candidate("live", NS, body)
+    # The vote waits for "silent" until its window ends, then elects "live".
+    with anyio.fail_after(30):
+        while (lease := emu.get_object("leases", NS, "lock")) is None:
+            await emu.wait_election_idle()
+            await asyncio.sleep(0.02)
+    assert lease["spec"]["holderIdentity"] == "live"
 
 
-async def test_configuration_errors() -> None:
+@pytest.mark.emulator(coordinated_election=False)
+async def test_configuration_errors(emu: KubeEmulator) -> None:
     with pytest.raises(ValueError, match="election_window must be positive"):
         KubeEmulator(coordinated_election=True, election_window=0)
-    async with KubeEmulator() as emu:
-        with pytest.raises(RuntimeError, match="without coordinated_election"):
-            await emu.wait_election_idle()
+    with pytest.raises(RuntimeError, match="without coordinated_election"):
+        await emu.wait_election_idle()

@@ -10,19 +10,13 @@ from __future__ import annotations
 import itertools
 import random
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any
 
 import anyio
-import looptime
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup
 import pytest
-from anyio.abc import TaskGroup
-from trio.testing import MockClock
+from _groups import Group, candidates
 
 from aioleader import (
     ElectionError,
@@ -35,22 +29,9 @@ from aioleader import (
     elect,
 )
 from aioleader.locks import MemoryLock
-from aioleader.testing import FaultyLock, TermLog, lead_forever
+from aioleader.testing import FaultyLock
 
-pytestmark = pytest.mark.anyio
-
-
-def _looptime_loop() -> Any:
-    return looptime.new_event_loop(start=0, _enabled=True)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    if request.param == "asyncio":
-        if sys.version_info < (3, 11):  # pragma: no cover - looptime >= 0.9 needs 3.11
-            pytest.skip("asyncio fake clock (looptime >= 0.9) needs Python 3.11")
-        return ("asyncio", {"loop_factory": _looptime_loop})
-    return ("trio", {"clock": MockClock(autojump_threshold=0)})
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
 
 
 class Jitter(random.Random):
@@ -68,21 +49,6 @@ class Jitter(random.Random):
 
 def now() -> float:
     return anyio.current_time()
-
-
-@asynccontextmanager
-async def candidate(
-    lock: Any, tg: TaskGroup, **options: Any
-) -> AsyncIterator[tuple[Leadership, anyio.CancelScope]]:
-    """Run ``campaign`` in its own cancel scope so a test can stop it (crash or graceful)."""
-    scope = anyio.CancelScope()
-
-    async def run(*, task_status: anyio.abc.TaskStatus[Leadership]) -> None:
-        with scope:
-            await campaign(lock, task_status=task_status, **options)
-
-    leadership: Leadership = await tg.start(run)
-    yield leadership, scope
 
 
 async def test_first_candidate_acquires_at_once_and_renews_every_retry_period() -> None:
@@ -195,24 +161,21 @@ async def test_crashed_leader_is_replaced_after_observed_time_plus_record_durati
     a = MemoryLock("a")
     b = a.sibling("b")
     t0 = now()
-    async with anyio.create_task_group() as tg:
+    async with candidates(work=False) as g:
         # "a" writes a 20 s lease; "b" is configured for 15 s but must honour the record's 20.
-        async with candidate(a, tg, timing=Timing(20, 10, 2), release_on_cancel=False) as (
-            la,
-            crash_a,
-        ):
-            await la.wait_term()
-            await anyio.sleep(0.5)
-            async with candidate(b, tg, rng=Jitter(0), watch=watch) as (lb, stop_b):
-                # b polls at 0.5, 2.5, 4.5 (sees a's renewal of 4), ...
-                await anyio.sleep(4.5)  # t = 5
-                crash_a.cancel()  # no release: a simply stops renewing
-                term = await lb.wait_term()
-                # polling: a's renewal at 4 seen at b's poll at 4.5; watching: seen at 4.
-                # Either way + the record's 20 s, not b's own 15.
-                assert now() - t0 == expected
-                assert term.fencing_token == 1
-                stop_b.cancel()
+        la = await g.start(a, timing=Timing(20, 10, 2), release_on_cancel=False)
+        await la.wait_term()
+        await anyio.sleep(0.5)
+        lb = await g.start(b, rng=Jitter(0), watch=watch)
+        # b polls at 0.5, 2.5, 4.5 (sees a's renewal of 4), ...
+        await anyio.sleep(4.5)  # t = 5
+        g.stop("a")  # no release: a simply stops renewing
+        term = await lb.wait_term()
+        # polling: a's renewal at 4 seen at b's poll at 4.5; watching: seen at 4.
+        # Either way + the record's 20 s, not b's own 15.
+        assert now() - t0 == expected
+        assert term.fencing_token == 1
+        g.stop("b")
 
 
 @pytest.mark.parametrize(("watch", "expected"), [(False, 6.5), (True, 5)])
@@ -223,22 +186,19 @@ async def test_graceful_release_hands_over_at_the_next_poll_or_at_once_when_watc
     b = a.sibling("b")
     seen: list[tuple[float, str]] = []
     t0 = now()
-    async with anyio.create_task_group() as tg, candidate(a, tg) as (la, stop_a):
+    async with candidates(work=False) as g:
+        la = await g.start(a)
         await la.wait_term()
         await anyio.sleep(0.5)
-        async with candidate(
-            b,
-            tg,
-            rng=Jitter(0),
-            watch=watch,
-            on_new_leader=lambda who: seen.append((now() - t0, who)),
-        ) as (lb, stop_b):
-            await anyio.sleep(4.5)
-            stop_a.cancel()  # t = 5: release
-            term = await lb.wait_term()
-            assert now() - t0 == expected  # b's next poll, or the watch, sees a free lock
-            assert term.fencing_token == 1  # a's term was 0; the release keeps it; b's term is 1
-            stop_b.cancel()
+        lb = await g.start(
+            b, rng=Jitter(0), watch=watch, on_new_leader=lambda who: seen.append((now() - t0, who))
+        )
+        await anyio.sleep(4.5)
+        g.stop("a")  # t = 5: release
+        term = await lb.wait_term()
+        assert now() - t0 == expected  # b's next poll, or the watch, sees a free lock
+        assert term.fencing_token == 1  # a's term was 0; the release keeps it; b's term is 1
+        g.stop("b")
     if watch:  # every renewal seen, the release the moment it lands
         assert seen == [(0.5, "a"), (5, ""), (5, "b"), (5, "")]
     else:
@@ -373,19 +333,20 @@ async def test_leading_runs_body_only_while_leader_and_waits_for_the_term() -> N
     a = MemoryLock("a")
     b = a.sibling("b")
     t0 = now()
-    async with anyio.create_task_group() as tg, candidate(a, tg) as (la, stop_a):
+    async with candidates(work=False) as g:
+        la = await g.start(a)
         await la.wait_term()
         async with elect(b, rng=Jitter(0), watch=False) as lb:
-            tg.start_soon(lambda: _stop_later(stop_a, 3))
+            g.tg.start_soon(lambda: _stop_later(g, "a", 3))
             async with lb.leading() as term:
                 assert now() - t0 == 4  # b's poll at 4 sees a's release at 3
                 assert term.identity == "b"
                 assert term.cancel_scope.deadline == term.deadline
 
 
-async def _stop_later(scope: anyio.CancelScope, delay: float) -> None:
+async def _stop_later(g: Group, name: str, delay: float) -> None:
     await anyio.sleep(delay)
-    scope.cancel()
+    g.stop(name)
 
 
 async def test_user_exception_in_body_comes_out_as_itself_and_the_lock_is_released() -> None:
@@ -472,9 +433,9 @@ async def test_free_lock_with_null_holder_is_taken_at_once() -> None:
 
 def test_handles_have_no_public_constructor() -> None:
     with pytest.raises(TypeError, match="no public constructor"):
-        Leadership()  # type: ignore[call-arg]
+        Leadership()
     with pytest.raises(TypeError, match="no public constructor"):
-        Term()  # type: ignore[call-arg]
+        Term()
 
 
 async def test_bad_arguments_are_rejected_before_campaigning() -> None:
@@ -495,19 +456,17 @@ async def test_lock_deleted_under_a_leader_is_not_recreated_until_its_lease_ran_
 ) -> None:
     a = FaultyLock(MemoryLock("a"))
     b = a.inner.sibling("b")  # type: ignore[attr-defined]
-    log = TermLog()
-    async with anyio.create_task_group() as tg:
-        la = await tg.start(partial(lead_forever, a, log))
+    async with candidates() as g:
+        la = await g.start(a)
         await la.wait_term()
         await anyio.sleep(0.5)
-        await tg.start(partial(lead_forever, b, log, rng=Jitter(0), watch=watch))
+        await g.start(b, rng=Jitter(0), watch=watch)
         await anyio.sleep(4.5)  # t = 5; a renewed at 2 and 4
         a.error_rate = 1.0  # a keeps leading until 4 + RD = 14, unable to renew
         a.inner.delete()  # type: ignore[attr-defined]  # t = 5: somebody deletes the lock
         await anyio.sleep(20)
-        tg.cancel_scope.cancel()
-    assert log.overlaps == []
-    b_term = next(i for i in log.intervals if i.identity == "b")
+    # candidates() checked: no overlap, no late work, fencing tokens increasing
+    b_term = next(i for i in g.log.intervals if i.identity == "b")
     assert b_term.start == seen_at + 15  # b waits LD from seeing the deletion
     assert b_term.fencing_token == 1  # and does not restart the fencing tokens at 0
 
@@ -530,24 +489,17 @@ async def test_record_with_our_identity_but_another_term_is_waited_out() -> None
 async def test_failing_api_at_the_expiry_instant_is_not_retried_in_a_tight_loop() -> None:
     a = MemoryLock("a")
     b = FaultyLock(a.sibling("b"))
-    async with anyio.create_task_group() as tg:
-        crash = anyio.CancelScope()
-
-        async def run_a(*, task_status: anyio.abc.TaskStatus[Leadership]) -> None:
-            with crash:
-                await campaign(a, release_on_cancel=False, task_status=task_status)
-
-        la = await tg.start(run_a)
+    async with candidates(work=False) as g:
+        la = await g.start(a, release_on_cancel=False)
         await la.wait_term()
         async with elect(b, rng=Jitter(0)):
             await anyio.sleep(1)
-            crash.cancel()
+            g.stop("a")  # a crash: no release
             await anyio.sleep(13.5)  # t = 14.5, b's attempt is scheduled for the expiry at 15
             b.error_rate = 1.0  # every request now fails at once
             await anyio.sleep(4)
             gets = [c.started for c in b.calls if c.op == "get" and c.started > 14.5]
             assert gets == [15, 17]  # RP apart, not thousands at 15
-        tg.cancel_scope.cancel()
 
 
 async def test_raising_on_stopped_leading_does_not_wedge_shutdown() -> None:
@@ -661,27 +613,19 @@ async def test_watching_follower_falls_back_to_polling_when_the_watch_is_forbidd
 async def test_watching_follower_survives_a_broken_stream_and_still_fails_over() -> None:
     a = MemoryLock("a")
     b = FaultyLock(a.sibling("b"), watch=True, rng=random.Random(3))
-    log = TermLog()
-    async with anyio.create_task_group() as tg:
-        crash = anyio.CancelScope()
-
-        async def run_a(*, task_status: anyio.abc.TaskStatus[Leadership]) -> None:
-            with crash:
-                await lead_forever(a, log, release_on_cancel=False, task_status=task_status)
-
-        la = await tg.start(run_a)
+    async with candidates() as g:
+        la = await g.start(a, release_on_cancel=False)
         await la.wait_term()
         b.error_rate = 0.5  # half the watched events break the stream
-        lb = await tg.start(partial(lead_forever, b, log))
+        lb = await g.start(b)
         await anyio.sleep(30)
         b.heal()
         await anyio.sleep(3)
-        crash.cancel()  # t = 33; a's last renewal at 32
+        g.stop("a")  # t = 33, a crash (no release); a's last renewal at 32
         term = await lb.wait_term()
         assert now() <= 32 + 15 + 2  # LD after the last renewal it saw, + one re-watch pause
         assert term.fencing_token == 1
-        tg.cancel_scope.cancel()
-    assert log.overlaps == []
+    # candidates() checked: no overlap, no late work, fencing tokens increasing
     assert sum(1 for c in b.calls if c.op == "watch") > 3  # it did re-watch
 
 

@@ -19,12 +19,7 @@ from aioleader import LeaderElectionRecord, LockConflict, Term, campaign, elect
 from aioleader.locks import MemoryLock
 from aioleader.testing import FaultyLock, TermLog, lead_forever
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend(fake_clock_backend: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    return fake_clock_backend
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
 
 
 class Jitter(random.Random):

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -41,16 +39,6 @@ def holder(emu: KubeEmulator, name: str = "x") -> Any:
     lease = emu.get_object("leases", NS, name)
     assert lease is not None
     return lease["spec"]["holderIdentity"]
-
-
-@pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator(bookmark_interval=0.2)
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
 
 
 async def leases(emu: KubeEmulator, name: str) -> client.CoordinationV1Api:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
-import pytest_asyncio
 
 from aioleader import Timing, elect
 from aioleader.kubernetes import ConfigMapLock, EndpointsLock, LeaseLock
@@ -33,16 +31,6 @@ LOCKS: dict[str, tuple[type[LeaseLock | ConfigMapLock | EndpointsLock], str, str
     "configmap": (ConfigMapLock, "configmaps", "ConfigMap", "v1"),
     "endpoints": (EndpointsLock, "endpoints", "Endpoints", "v1"),
 }
-
-
-@pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
 
 
 async def wait_events(emu: KubeEmulator, count: int, limit: float = 5) -> list[dict[str, Any]]:

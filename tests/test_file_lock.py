@@ -32,9 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
-import looptime
 import pytest
-from trio.testing import MockClock
 
 import aioleader.locks
 from aioleader import (
@@ -50,21 +48,10 @@ from aioleader import (
 from aioleader.locks import FileLock
 from aioleader.locks._file import KEEP_VERSIONS, MAX_FILE_SIZE, UNPARSEABLE_HOLDER, version_name
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
 
 ROOT = Path(__file__).resolve().parent.parent
 CANDIDATE = Path(__file__).resolve().parent / "_file_lock_candidate.py"
-
-
-def _looptime_loop() -> Any:
-    return looptime.new_event_loop(start=0, _enabled=True)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    if request.param == "asyncio":
-        return ("asyncio", {"loop_factory": _looptime_loop})
-    return ("trio", {"clock": MockClock(autojump_threshold=0)})
 
 
 class Jitter(random.Random):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import looptime
 import pytest
 
 from aioleader import ForbiddenError, LeaderElectionRecord, Leadership, Observed, elect
@@ -13,12 +12,7 @@ from aioleader._health import check_health, healthz_app, serve_healthz
 from aioleader.locks import MemoryLock
 from aioleader.testing import FaultyLock
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": lambda: looptime.new_event_loop(start=0, _enabled=True)})
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock("asyncio")]
 
 
 class StuckLock(MemoryLock):

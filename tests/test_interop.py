@@ -76,16 +76,6 @@ SLACK = 0.5
 
 
 @pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
-
-
-@pytest_asyncio.fixture
 async def shared_clock() -> None:
     """Intervals from other processes are comparable with ours only on one system-wide clock:
     CLOCK_MONOTONIC, which is time.monotonic(), which is asyncio's loop.time(), which is

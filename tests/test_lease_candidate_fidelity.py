@@ -361,18 +361,18 @@ async def test_discovery(kube: KubeTarget) -> None:
 
 
 @pytest.mark.emulator_only
-async def test_a_cluster_without_the_api() -> None:
-    async with KubeEmulator(lease_candidates=False) as emu:
-        api_client = await emu.api_client()
-        api = client.CoordinationV1beta1Api(api_client)
-        with pytest.raises(ApiException) as info:
-            await api.create_namespaced_lease_candidate("default", candidate_body("c"))
-        assert (info.value.status, json.loads(info.value.body or "")["reason"]) == (404, "NotFound")
-        leases = client.CoordinationV1Api(api_client)
-        resources = await leases.get_api_resources()
-        assert [r.name for r in resources.resources] == ["leases"]
-        groups = await client.ApisApi(api_client).get_api_versions()
-        (group,) = [g for g in groups.groups if g.name == GROUP]
-        assert [v.version for v in group.versions] == ["v1"]
+@pytest.mark.emulator(lease_candidates=False)
+async def test_a_cluster_without_the_api(emu: KubeEmulator) -> None:
+    api_client = await emu.api_client()
+    api = client.CoordinationV1beta1Api(api_client)
+    with pytest.raises(ApiException) as info:
+        await api.create_namespaced_lease_candidate("default", candidate_body("c"))
+    assert (info.value.status, json.loads(info.value.body or "")["reason"]) == (404, "NotFound")
+    leases = client.CoordinationV1Api(api_client)
+    resources = await leases.get_api_resources()
+    assert [r.name for r in resources.resources] == ["leases"]
+    groups = await client.ApisApi(api_client).get_api_versions()
+    (group,) = [g for g in groups.groups if g.name == GROUP]
+    assert [v.version for v in group.versions] == ["v1"]
     with pytest.raises(ValueError, match="coordinated_election needs lease_candidates"):
         KubeEmulator(lease_candidates=False, coordinated_election=True)

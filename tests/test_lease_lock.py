@@ -234,16 +234,6 @@ def _canonical(spec: object) -> bytes:
 
 
 @pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
-
-
-@pytest_asyncio.fixture
 async def lock(emu: KubeEmulator) -> AsyncIterator[LeaseLock]:
     lock = LeaseLock("my-lock", identity="pod-a", api_client=await emu.api_client("pod-a"))
     try:

@@ -12,11 +12,10 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import anyio
 import pytest
-import pytest_asyncio
 
 from aioleader import Timing, elect
 from aioleader.kubernetes import LeaseLock
@@ -57,16 +56,6 @@ def collector() -> Iterator[Collector]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
-
-
-@pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
 
 
 def library_handlers() -> dict[str, list[logging.Handler]]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
-import looptime
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -13,12 +10,7 @@ from aioleader import ElectionMetrics, LockError, PrometheusMetrics, elect
 from aioleader.locks import MemoryLock
 from aioleader.testing import FaultyLock
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": lambda: looptime.new_event_loop(start=0, _enabled=True)})
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock("asyncio")]
 
 
 def value(registry: CollectorRegistry, metric: str, **labels: str) -> float | None:

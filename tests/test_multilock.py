@@ -11,11 +11,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import anyio
-import looptime
 import pytest
-import pytest_asyncio
+from _groups import Group
 from anyio.abc import TaskGroup
-from trio.testing import MockClock
 
 from aioleader import (
     LeaderElectionRecord,
@@ -32,18 +30,10 @@ from aioleader.locks import MemoryLock, MultiLock
 from aioleader.locks._multi import UNKNOWN_LEADER
 from aioleader.testing import KubeEmulator, TermLog, lead_forever
 
+pytestmark = pytest.mark.fake_clock  # its anyio tests; the pytest-asyncio ones run in real time
+
+
 # -- fake clocks (the MemoryLock tests) --------------------------------------------------------
-
-
-def _looptime_loop() -> Any:
-    return looptime.new_event_loop(start=0, _enabled=True)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    if request.param == "asyncio":
-        return ("asyncio", {"loop_factory": _looptime_loop})
-    return ("trio", {"clock": MockClock(autojump_threshold=0)})
 
 
 class Recording(MemoryLock):
@@ -490,59 +480,20 @@ REAL_TIMING = Timing(lease_duration=2, renew_deadline=1.5, retry_period=0.25)
 NS = "default"
 
 
-@pytest_asyncio.fixture
-async def emu() -> AsyncIterator[KubeEmulator]:
-    emulator = KubeEmulator()
-    await emulator.start()
-    try:
-        yield emulator
-    finally:
-        await emulator.stop()
-
-
-class Rollout:
+class Rollout(Group):
     """Old replicas (ConfigMapLock) and new ones (MultiLock(ConfigMapLock, LeaseLock)) on one
     name, each through its own emulator endpoint, with one term log."""
 
     def __init__(self, emu: KubeEmulator, tg: TaskGroup) -> None:
+        super().__init__(tg, timing=REAL_TIMING, tolerance=0.05)  # real time: loop latency
         self.emu = emu
-        self.tg = tg
-        self.log = TermLog(tolerance=0.05)  # real time: the loop's scheduling latency
-        self.scopes: dict[str, anyio.CancelScope] = {}
-        self.leaderships: dict[str, Leadership] = {}
 
-    async def start(self, name: str, *, new: bool) -> Leadership:
+    async def join(self, name: str, *, new: bool) -> Leadership:
         api = await self.emu.api_client(name)
         lock: Lock = ConfigMapLock("app", NS, identity=name, api_client=api)
         if new:
             lock = MultiLock(lock, LeaseLock("app", NS, identity=name, api_client=api))
-        scope = anyio.CancelScope()
-        self.scopes[name] = scope
-
-        async def run(*, task_status: anyio.abc.TaskStatus[Leadership]) -> None:
-            with scope:
-                await lead_forever(lock, self.log, task_status=task_status, timing=REAL_TIMING)
-
-        leadership: Leadership = await self.tg.start(run)
-        self.leaderships[name] = leadership
-        return leadership
-
-    def leaders(self) -> list[str]:
-        return [n for n, lead in self.leaderships.items() if lead.is_leader_nowait()]
-
-    async def wait_leader(self, *, other_than: str | None = None, limit: float = 10) -> str:
-        with anyio.fail_after(limit):
-            while True:
-                current = [n for n in self.leaders() if n != other_than]
-                if current:
-                    assert len(current) == 1
-                    return current[0]
-                await anyio.sleep(0.01)
-
-    def stop(self, name: str) -> None:
-        """Graceful: the candidate releases the lock."""
-        self.scopes.pop(name).cancel()
-        del self.leaderships[name]
+        return await self.start(lock)
 
     def crash(self, name: str) -> None:
         """Its network goes dark first, so nothing it sends afterwards (the release) arrives."""
@@ -568,9 +519,7 @@ async def rollout(emu: KubeEmulator) -> AsyncIterator[Rollout]:
         yield r
         await anyio.sleep(0.2)  # let the last leader enter its work before everything stops
         tg.cancel_scope.cancel()
-    assert r.log.overlaps == []
-    assert r.log.late_work == []
-    assert r.log.fencing_monotonic
+    r.assert_safe()
 
 
 def _since(start: float) -> float:
@@ -582,12 +531,12 @@ def _since(start: float) -> float:
 async def test_rollout_from_configmap_to_lease_never_has_two_leaders(emu: KubeEmulator) -> None:
     ld, rp = REAL_TIMING.lease_duration, REAL_TIMING.retry_period
     async with rollout(emu) as r:
-        await r.start("old-1", new=False)
+        await r.join("old-1", new=False)
         assert await r.wait_leader() == "old-1"
-        await r.start("old-2", new=False)
+        await r.join("old-2", new=False)
         # The rollout begins: new replicas join while an old one leads.
         for name in ("new-1", "new-2"):
-            await r.start(name, new=True)
+            await r.join(name, new=True)
         await anyio.sleep(1.5 * ld)
         assert r.leaders() == ["old-1"]
         assert r.lease_spec() is None  # only a MultiLock leader writes the Lease
@@ -635,16 +584,16 @@ async def test_an_old_replica_between_two_new_ones_is_respected(emu: KubeEmulato
     lock because the Lease looks stale."""
     ld, rp = REAL_TIMING.lease_duration, REAL_TIMING.retry_period
     async with rollout(emu) as r:
-        await r.start("new-1", new=True)
+        await r.join("new-1", new=True)
         assert await r.wait_leader() == "new-1"
-        await r.start("old-1", new=False)
+        await r.join("old-1", new=False)
         r.crash("new-1")
         assert await r.wait_leader() == "old-1"
         lease = r.lease_spec()
         assert lease is not None
         assert lease["holderIdentity"] == "new-1"  # stale: old replicas do not write it
 
-        follower = await r.start("new-2", new=True)
+        follower = await r.join("new-2", new=True)
         await anyio.sleep(1.5 * ld)
         assert r.leaders() == ["old-1"]
         assert follower.leader == UNKNOWN_LEADER

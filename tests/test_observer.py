@@ -14,10 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import anyio
-import looptime
 import pytest
 from anyio.abc import TaskStatus
-from trio.testing import MockClock
 
 from aioleader import (
     ElectionError,
@@ -36,16 +34,7 @@ from aioleader.kubernetes import LeaseLock
 from aioleader.locks import MemoryLock
 from aioleader.testing import FaultyLock, KubeEmulator
 
-
-def _looptime_loop() -> Any:
-    return looptime.new_event_loop(start=0, _enabled=True)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    if request.param == "asyncio":
-        return ("asyncio", {"loop_factory": _looptime_loop})
-    return ("trio", {"clock": MockClock(autojump_threshold=0)})
+pytestmark = pytest.mark.fake_clock  # its anyio tests; the pytest-asyncio ones run in real time
 
 
 class Point(random.Random):

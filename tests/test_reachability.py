@@ -9,8 +9,6 @@ outage is every request failing.
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
 
@@ -21,11 +19,6 @@ from aioleader.testing import FaultyLock, MemoryLock
 # RP 1 s, no jitter: attempts at whole seconds. quiet = RP × (1 + jitter) + RD = 4 s.
 TIMING = Timing(lease_duration=4, renew_deadline=3, retry_period=1, jitter=0)
 QUIET = 4.0
-
-
-@pytest.fixture
-def anyio_backend(fake_clock_backend: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    return fake_clock_backend
 
 
 def test_a_line_when_requests_start_failing_and_one_when_they_succeed_again() -> None:
@@ -101,6 +94,7 @@ async def _follower(
 
 
 @pytest.mark.anyio
+@pytest.mark.fake_clock
 async def test_a_follower_reports_each_outage_once_and_each_recovery() -> None:
     leader_lock = MemoryLock("leader")
     lock = FaultyLock(leader_lock.sibling("b"))

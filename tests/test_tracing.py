@@ -3,10 +3,7 @@ exporter)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
-import looptime
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -17,7 +14,7 @@ from aioleader import LockError, elect
 from aioleader.locks import MemoryLock
 from aioleader.testing import FaultyLock
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock("asyncio")]
 
 EXPORTER = InMemorySpanExporter()
 
@@ -28,11 +25,6 @@ def _tracer_provider() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
     trace.set_tracer_provider(provider)
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": lambda: looptime.new_event_loop(start=0, _enabled=True)})
 
 
 async def test_spans_for_acquire_renew_release() -> None:

@@ -17,11 +17,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import anyio
-import looptime
 import pytest
 from anyio.abc import TaskStatus
 from kubernetes_asyncio.client import CoordinationV1Api
-from trio.testing import MockClock
 
 from aioleader import ForbiddenError, LockConflict, Observed
 from aioleader._record import LeaderElectionRecord
@@ -29,6 +27,9 @@ from aioleader.kubernetes import LeaseLock
 from aioleader.kubernetes._watch import WatchOptions
 from aioleader.locks import MemoryLock
 from aioleader.testing import KubeEmulator
+
+pytestmark = pytest.mark.fake_clock  # its anyio tests; the pytest-asyncio ones run in real time
+
 
 NS = "default"
 NAME = "lock"
@@ -453,17 +454,6 @@ def test_options_are_checked_when_watch_is_called(options: dict[str, Any], messa
 
 
 # -- MemoryLock.watch on fake clocks ----------------------------------------------------------------
-
-
-def _looptime_loop() -> Any:
-    return looptime.new_event_loop(start=0, _enabled=True)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    if request.param == "asyncio":
-        return ("asyncio", {"loop_factory": _looptime_loop})
-    return ("trio", {"clock": MockClock(autojump_threshold=0)})
 
 
 @pytest.mark.anyio

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _groups import NS, TIMING, Group, MakeLock, group
+from _groups import NS, TIMING, Group, MakeKubeLock, group
 
 from aioleader import Lock
 from aioleader.kubernetes import ConfigMapLock, EndpointsLock, LeaseLock
@@ -77,7 +77,7 @@ async def _assert_immediate_handover(g: Group) -> str:
 
 @pytest.mark.parametrize("make_lock", KINDS)
 async def test_followers_send_nothing_while_the_leader_renews(
-    emu: KubeEmulator, make_lock: MakeLock
+    emu: KubeEmulator, make_lock: MakeKubeLock
 ) -> None:
     async with group(emu, make_lock) as g:
         for name in NAMES:
@@ -89,7 +89,7 @@ async def test_followers_send_nothing_while_the_leader_renews(
 
 @pytest.mark.parametrize("make_lock", KINDS)
 async def test_graceful_handover_to_a_watching_follower_is_immediate(
-    emu: KubeEmulator, make_lock: MakeLock
+    emu: KubeEmulator, make_lock: MakeKubeLock
 ) -> None:
     async with group(emu, make_lock) as g:
         for name in NAMES:
@@ -106,7 +106,7 @@ async def _until(condition: Any, limit: float = 5.0) -> None:
 
 
 @pytest.mark.parametrize("make_lock", KINDS)
-async def test_watch_faults_are_survived(emu: KubeEmulator, make_lock: MakeLock) -> None:
+async def test_watch_faults_are_survived(emu: KubeEmulator, make_lock: MakeKubeLock) -> None:
     async with group(emu, make_lock) as g:
         for name in NAMES:
             await g.start(name)

@@ -12,6 +12,7 @@ EndpointSlice of a selector-less Service.
 :class:`Coordinator` (``aioleader coordinate``) elects for strategies kube-apiserver leaves alone.
 """
 
+from .._exports import publish as _publish
 from ._candidate import CandidateStatus as CandidateStatus
 from ._candidate import LeaseCandidate as LeaseCandidate
 from ._candidate import list_lease_candidates as list_lease_candidates
@@ -33,3 +34,5 @@ __all__ = (
     "PodRoleLabel",
     "list_lease_candidates",
 )
+
+_publish(globals())

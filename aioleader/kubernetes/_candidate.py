@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, final
 
 import anyio
 from anyio.abc import TaskStatus
@@ -111,6 +111,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@final
 class LeaseCandidate:
     """This process's candidacy in a coordinated election; pass it as ``elect(lock,
     candidate=...)`` with a :class:`~aioleader.kubernetes.LeaseLock` (see the module docstring).
@@ -469,6 +470,7 @@ class _Keeper:
             )
 
 
+@final
 @dataclass(frozen=True)
 class CandidateStatus:
     """One LeaseCandidate as :func:`list_lease_candidates` reads it."""

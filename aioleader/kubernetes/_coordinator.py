@@ -34,7 +34,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import Any, Final, final
 
 import anyio
 from kubernetes_asyncio.client import CoordinationV1Api, CoordinationV1beta1Api
@@ -70,6 +70,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@final
 class Coordinator:
     """A leader-elected election controller for ``strategies`` (see the module docstring).
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, final
 
 from kubernetes_asyncio.client import CoordinationV1Api
 
@@ -17,6 +17,7 @@ _API_VERSION: Final = "coordination.k8s.io/v1"
 _KIND: Final = "Lease"
 
 
+@final
 class LeaseLock(ObjectLock):
     """A leader election lock stored in a ``coordination.k8s.io/v1`` Lease, as client-go does.
 

@@ -41,7 +41,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, final
 
 import anyio.lowlevel
 
@@ -147,6 +147,7 @@ class _Snapshot:
     doc: dict[str, Any] | None  # None: unreadable content
 
 
+@final
 class FileLock(Lock):
     """A leader election lock in a directory of files, for candidates sharing one host.
 

@@ -11,6 +11,7 @@ candidates through seeded random faults and :class:`TermLog` records every inter
 
 from __future__ import annotations
 
+from .._exports import publish as _publish
 from ..locks._memory import MemoryLock as MemoryLock
 from ._chaos import FAULTS as CHAOS_FAULTS
 from ._chaos import ChaosReport as ChaosReport
@@ -48,3 +49,5 @@ __all__ = (
     "lead_forever",
     "run_chaos",
 )
+
+_publish(globals())

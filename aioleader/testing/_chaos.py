@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -41,6 +41,7 @@ FAULTS = (
 )
 
 
+@final
 @dataclass(frozen=True)
 class WorkInterval:
     """Leader work of one candidate: from entering ``leading()`` to leaving it."""
@@ -129,6 +130,7 @@ async def lead_forever(
                     )
 
 
+@final
 @dataclass
 class ChaosReport(TermLog):
     """What :func:`run_chaos` did and saw: the faults injected, every interval of leader work

@@ -37,6 +37,7 @@ __all__ = ["EmulatorStatistics", "KubeEmulator"]
 DEFAULT_CLIENT = "default"
 
 
+@final
 @dataclass(frozen=True)
 class EmulatorStatistics:
     """A snapshot of the emulator's state, for assertions (no leaked watches or requests)."""

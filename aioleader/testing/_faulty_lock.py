@@ -7,7 +7,7 @@ import math
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, final
 
 import anyio
 
@@ -24,6 +24,7 @@ class _ReplyLost(LockError):
     """The write was applied; the caller sees a transport error, as after a dropped reply."""
 
 
+@final
 @dataclass(frozen=True)
 class LockCall:
     """One call through a :class:`FaultyLock`: what, when it started and ended, and how."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import final
 
 __all__ = ["RequestLog", "RequestRecord"]
 
 
+@final
 @dataclass(frozen=True)
 class RequestRecord:
     """One request, recorded when its outcome is known.

@@ -14,6 +14,7 @@ requests on a borrowed or owned client, Events, and the list+watch. A subclass n
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from abc import abstractmethod
@@ -98,6 +99,10 @@ class ObjectLock(Lock):
         self._missing_reported = False
         self._check()
         self._client = KubeClient(api_client)
+        # The paths of the lean requests (``/apis/<group>/<version>/namespaces/<ns>/<plural>``).
+        root = f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
+        self._collection_path = f"{root}/namespaces/{self.namespace}/{self.plural}"
+        self._object_path = f"{self._collection_path}/{self.name}"
         # The object as last read or written (the parsed JSON), the base of the next update.
         self._cached: dict[str, Any] | None = None
         self._events = EventRecorder(
@@ -163,14 +168,7 @@ class ObjectLock(Lock):
 
     async def get(self, *, timeout: float | None = None) -> Observed | None:
         """Read the object; ``None`` if it does not exist. Caches it for :meth:`update`."""
-        reply = await self._client.request(
-            "get",
-            self._ref,
-            lambda api, t: self._api(api, "read")(
-                self.name, self.namespace, _preload_content=False, _request_timeout=t
-            ),
-            timeout=timeout,
-        )
+        reply = await self._client.send("get", self._ref, "GET", self._object_path, timeout=timeout)
         if reply.status == 404 and reply.status_object() is not None:
             self._cached = None
             return None
@@ -211,14 +209,9 @@ class ObjectLock(Lock):
             metadata["annotations"] = dict(self._annotations)
         if self._owner_references:
             metadata["ownerReferences"] = [dict(r) for r in self._owner_references]
-        body = self._create_body(record, metadata)
-        reply = await self._client.request(
-            "create",
-            self._ref,
-            lambda api, t: self._api(api, "create")(
-                self.namespace, body, _preload_content=False, _request_timeout=t
-            ),
-            timeout=timeout,
+        body = _serialize(self._create_body(record, metadata))
+        reply = await self._client.send(
+            "create", self._ref, "POST", self._collection_path, body, timeout=timeout
         )
         return self._accept("create", reply)
 
@@ -237,19 +230,15 @@ class ObjectLock(Lock):
         if cached is None:
             await anyio.lowlevel.checkpoint()
             raise LockError(f"cannot update {self._ref}: call get() or create() first")
-        body = self._update_body(cached, record)
+        update = self._update_body(cached, record)
         if self._labels_on_update and self._labels:
-            metadata = dict(body.get("metadata") or {})
+            metadata = dict(update.get("metadata") or {})
             labels = metadata.get("labels")
             metadata["labels"] = {**(labels if isinstance(labels, dict) else {}), **self._labels}
-            body = {**body, "metadata": metadata}
-        reply = await self._client.request(
-            "update",
-            self._ref,
-            lambda api, t: self._api(api, "replace")(
-                self.name, self.namespace, body, _preload_content=False, _request_timeout=t
-            ),
-            timeout=timeout,
+            update = {**update, "metadata": metadata}
+        body = _serialize(update)
+        reply = await self._client.send(
+            "update", self._ref, "PUT", self._object_path, body, timeout=timeout
         )
         return self._accept("update", reply)
 
@@ -368,3 +357,8 @@ class ObjectLock(Lock):
         obj, version = decode_object(verb, self._ref, reply, self.kind)
         self._cached = obj
         return self._decode(obj, version)
+
+
+def _serialize(body: dict[str, Any]) -> bytes:
+    """The JSON of a request body: compact, ASCII (a lone surrogate is escaped, not an error)."""
+    return json.dumps(body, separators=(",", ":")).encode("ascii")

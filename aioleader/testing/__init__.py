@@ -12,6 +12,7 @@ candidates through seeded random faults and :class:`TermLog` records every inter
 from __future__ import annotations
 
 from ..locks._memory import MemoryLock as MemoryLock
+from ._auth import ClientCertificate as ClientCertificate
 from ._chaos import FAULTS as CHAOS_FAULTS
 from ._chaos import ChaosReport as ChaosReport
 from ._chaos import TermLog as TermLog
@@ -34,6 +35,7 @@ __all__ = (
     "VERBS",
     "WRITE_VERBS",
     "ChaosReport",
+    "ClientCertificate",
     "ClientEndpoint",
     "EmulatorStatistics",
     "Faults",

@@ -329,9 +329,9 @@ async def test_update_keeps_what_it_does_not_model(emu: KubeEmulator, lock: Leas
     sent: list[dict[str, Any]] = []
     original = _transport.LeaseTransport.request
 
-    async def spy(self: Any, api: Any, method: str, path: str, body: Any, timeout: Any) -> Any:
+    async def spy(self: Any, api: Any, method: str, path: str, body: Any, *args: Any) -> Any:
         sent.append(json.loads(body))
-        return await original(self, api, method, path, body, timeout)
+        return await original(self, api, method, path, body, *args)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_transport.LeaseTransport, "request", spy)

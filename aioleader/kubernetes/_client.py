@@ -30,6 +30,7 @@ from typing import Any, Final
 import aiohttp
 import anyio
 import anyio.lowlevel
+from yarl import URL
 
 from .._exceptions import ElectionError, LockError
 from ._config import load_api_client
@@ -57,6 +58,7 @@ class KubeClient:
         self._loading = anyio.Lock()
         self._closed = False
         self._transport: LeaseTransport | None = None
+        self._urls: dict[str, URL] = {}
 
     @property
     def owned(self) -> bool:
@@ -99,7 +101,9 @@ class KubeClient:
             if transport is None:
                 transport = self._transport = lease_transport(api_client)
                 transport.use(self)
-            response = await transport.request(api_client, method, path, body, client_timeout)
+            response = await transport.request(
+                api_client, method, path, body, client_timeout, self._urls
+            )
             try:
                 body = await response.read()
             finally:

@@ -103,8 +103,10 @@ class ObjectLock(Lock):
         root = f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
         self._collection_path = f"{root}/namespaces/{self.namespace}/{self.plural}"
         self._object_path = f"{self._collection_path}/{self.name}"
-        # The object as last read or written (the parsed JSON), the base of the next update.
+        # The object as last read or written (the parsed JSON), the base of the next update,
+        # and its record as decoded (whose unmodelled fields the update keeps).
         self._cached: dict[str, Any] | None = None
+        self._cached_record: LeaderElectionRecord | None = None
         self._events = EventRecorder(
             self._client,
             self._ref,
@@ -160,9 +162,11 @@ class ObjectLock(Lock):
         configured labels and annotations."""
 
     @abstractmethod
-    def _update_body(self, cached: dict[str, Any], record: LeaderElectionRecord) -> dict[str, Any]:
+    def _update_body(
+        self, cached: dict[str, Any], kept: LeaderElectionRecord, record: LeaderElectionRecord
+    ) -> dict[str, Any]:
         """The object to PUT for ``record``, from the ``cached`` one (compare-and-swap on its
-        ``resourceVersion``)."""
+        ``resourceVersion``) whose record decoded as ``kept``."""
 
     # -- Lock ----------------------------------------------------------------------------------
 
@@ -170,7 +174,7 @@ class ObjectLock(Lock):
         """Read the object; ``None`` if it does not exist. Caches it for :meth:`update`."""
         reply = await self._client.send("get", self._ref, "GET", self._object_path, timeout=timeout)
         if reply.status == 404 and reply.status_object() is not None:
-            self._cached = None
+            self._cached = self._cached_record = None
             return None
         observed = self._accept("get", reply)
         self._missing_reported = False  # report the next disappearance again
@@ -226,11 +230,11 @@ class ObjectLock(Lock):
         Raises :class:`~aioleader.LockConflict` if the object changed or was deleted since it was
         cached, :class:`~aioleader.LockError` if nothing is cached yet.
         """
-        cached = self._cached
-        if cached is None:
+        cached, kept = self._cached, self._cached_record
+        if cached is None or kept is None:
             await anyio.lowlevel.checkpoint()
             raise LockError(f"cannot update {self._ref}: call get() or create() first")
-        update = self._update_body(cached, record)
+        update = self._update_body(cached, kept, record)
         if self._labels_on_update and self._labels:
             metadata = dict(update.get("metadata") or {})
             labels = metadata.get("labels")
@@ -355,8 +359,9 @@ class ObjectLock(Lock):
         if not reply.ok:
             raise error_for(verb, self._ref, reply)
         obj, version = decode_object(verb, self._ref, reply, self.kind)
-        self._cached = obj
-        return self._decode(obj, version)
+        observed = self._decode(obj, version)
+        self._cached, self._cached_record = obj, observed.record
+        return observed
 
 
 def _serialize(body: dict[str, Any]) -> bytes:

@@ -138,10 +138,13 @@ class LeaseTransport:
         path: str,
         body: bytes | None,
         timeout: aiohttp.ClientTimeout,
+        urls: dict[str, URL] | None = None,
     ) -> aiohttp.ClientResponse:
         """Send ``method path`` with the JSON ``body`` as ``api_client`` would; the caller reads
-        and releases the response. Raises what aiohttp raises, :class:`ClientClosed` if the
-        client was closed, and whatever the credential hook raises."""
+        and releases the response. ``urls`` is the caller's cache of parsed URLs (by server and
+        path: parsing one costs more than building the request body). Raises what aiohttp
+        raises, :class:`ClientClosed` if the client was closed, and whatever the credential hook
+        raises."""
         user_session = api_client.rest_client.pool_manager
         if user_session.closed:
             await self.aclose()
@@ -158,9 +161,16 @@ class LeaseTransport:
             headers["Content-Type"] = "application/json"
         queries: list[tuple[str, str]] = []
         await api_client.update_params_for_auth(headers, queries, _AUTH_SETTINGS)
-        url = f"{configuration.host}{path}"
+        text = f"{configuration.host}{path}"
         if queries:
-            url += "?" + urlencode(queries)
+            text += "?" + urlencode(queries)
+        url = urls.get(text) if urls is not None else None
+        if url is None:
+            url = URL(text)
+            if urls is not None:
+                if len(urls) >= 4:  # a lock sends to two URLs; only a changed host makes more
+                    urls.clear()
+                urls[text] = url
         session = self._open(api_client)
         extra: dict[str, Any] = {}
         if configuration.proxy:

@@ -42,7 +42,7 @@ async def test_a_token_is_required_and_can_be_rotated() -> None:
         with pytest.raises(ApiException) as caught:
             await _list_leases(anonymous)
         assert caught.value.status == 401
-        assert json.loads(caught.value.body) == {
+        assert json.loads(caught.value.body or b"") == {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},

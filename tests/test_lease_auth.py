@@ -266,3 +266,22 @@ async def test_an_election_over_each_auth_mode(secured: Secured) -> None:
     statuses = [r.status for r in secured.emu.requests if r.client in names]
     assert 401 not in statuses
     assert secured.emu.counters(first)["update"] >= 4  # it renewed (and released)
+
+
+async def test_a_hung_credential_hook_is_bounded_by_the_request_timeout(emu: KubeEmulator) -> None:
+    configuration = await emu.configuration("a")
+
+    async def hang(conf: Configuration) -> None:
+        await anyio.sleep_forever()  # an exec plugin waiting for a prompt nobody answers
+
+    configuration.refresh_api_key_hook = hang
+    api = ApiClient(configuration)
+    try:
+        async with LeaseLock("lock", NS, identity="a", api_client=api) as lock:
+            started = anyio.current_time()
+            with pytest.raises(LockError, match=r"no response within 0\.3 s"):
+                await lock.get(timeout=0.3)
+            assert 0.3 <= anyio.current_time() - started < 1.0
+    finally:
+        await api.close()
+    assert emu.requests == []  # it never got as far as sending

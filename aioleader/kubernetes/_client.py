@@ -95,15 +95,20 @@ class KubeClient:
         if client_timeout is None:
             await anyio.lowlevel.checkpoint()
             raise LockError(f"cannot {verb} {ref}: no time left for the request ({seconds!r} s)")
-        with transport_errors(verb, ref, seconds), anyio.fail_after(seconds):
-            api_client = await self._client(ref)
+        # One deadline, but no cancel scope on the common path (it costs a renewal more than a
+        # tenth of its CPU): aiohttp's total timeout bounds the request from waiting for a
+        # connection to the last byte of the body; a scope bounds only what aiohttp does not
+        # see, loading the configuration (first use) and a credential hook (exec plugins hang).
+        with transport_errors(verb, ref, seconds):
+            api_client = self._api_client
+            if api_client is None or self._closed:
+                with anyio.fail_after(seconds):
+                    api_client = await self._client(ref)
             transport = self._transport
             if transport is None:
                 transport = self._transport = lease_transport(api_client)
                 transport.use(self)
-            response = await transport.request(
-                api_client, method, path, body, client_timeout, self._urls
-            )
+            response = await transport.request(api_client, method, path, body, seconds, self._urls)
             try:
                 body = await response.read()
             finally:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
 import weakref
 from collections.abc import Awaitable, Generator
@@ -55,6 +56,7 @@ from typing import Any, Final
 from urllib.parse import urlencode
 
 import aiohttp
+import anyio
 from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
 from yarl import URL
 
@@ -122,7 +124,10 @@ class LeaseTransport:
         host = str(configuration.host)
         context: ssl.SSLContext | bool = _ssl_context(configuration) if _is_https(host) else True
         connector = aiohttp.TCPConnector(
-            limit=int(configuration.connection_pool_maxsize or 0), ssl=context
+            limit=int(configuration.connection_pool_maxsize or 0),
+            ssl=context,
+            # Exact deadlines: aiohttp rounds those of 5 s and more up to a whole second.
+            timeout_ceil_threshold=math.inf,
         )
         # trust_env=False: the environment is read here, once (see the module docstring).
         session = aiohttp.ClientSession(connector=connector, trust_env=False)
@@ -137,13 +142,15 @@ class LeaseTransport:
         method: str,
         path: str,
         body: bytes | None,
-        timeout: aiohttp.ClientTimeout,
+        seconds: float,
         urls: dict[str, URL] | None = None,
     ) -> aiohttp.ClientResponse:
-        """Send ``method path`` with the JSON ``body`` as ``api_client`` would; the caller reads
-        and releases the response. ``urls`` is the caller's cache of parsed URLs (by server and
-        path: parsing one costs more than building the request body). Raises what aiohttp
-        raises, :class:`ClientClosed` if the client was closed, and whatever the credential hook
+        """Send ``method path`` with the JSON ``body`` as ``api_client`` would, all of it (the
+        credentials, the wait for a connection, the exchange, the caller's read of the body)
+        within ``seconds``; the caller reads and releases the response. ``urls`` is the caller's
+        cache of parsed URLs (by server and path: parsing one costs more than building the
+        request body). Raises what aiohttp raises (:class:`TimeoutError` past the bound),
+        :class:`ClientClosed` if the client was closed, and whatever the credential hook
         raises."""
         user_session = api_client.rest_client.pool_manager
         if user_session.closed:
@@ -160,7 +167,18 @@ class LeaseTransport:
         if body is not None:
             headers["Content-Type"] = "application/json"
         queries: list[tuple[str, str]] = []
-        await api_client.update_params_for_auth(headers, queries, _AUTH_SETTINGS)
+        if configuration.refresh_api_key_hook is None:
+            # Reads of the configuration only: nothing that can block.
+            await api_client.update_params_for_auth(headers, queries, _AUTH_SETTINGS)
+        else:
+            started = anyio.current_time()
+            with anyio.fail_after(seconds):
+                await api_client.update_params_for_auth(headers, queries, _AUTH_SETTINGS)
+            seconds -= anyio.current_time() - started
+            if not seconds > 0:
+                raise TimeoutError
+        # aiohttp computes ceil(now + total) and cannot take an infinite total.
+        timeout = aiohttp.ClientTimeout(total=seconds if math.isfinite(seconds) else None)
         text = f"{configuration.host}{path}"
         if queries:
             text += "?" + urlencode(queries)

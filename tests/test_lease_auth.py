@@ -274,6 +274,7 @@ async def test_a_hung_credential_hook_is_bounded_by_the_request_timeout(emu: Kub
     async def hang(conf: Configuration) -> None:
         await anyio.sleep_forever()  # an exec plugin waiting for a prompt nobody answers
 
+    configuration.api_key = {"BearerToken": "Bearer t"}  # the hook runs for a token only
     configuration.refresh_api_key_hook = hang
     api = ApiClient(configuration)
     try:

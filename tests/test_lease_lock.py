@@ -3,7 +3,6 @@ client against the project's emulator."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import socket
@@ -15,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio.client import ApiClient, CoordinationV1Api
+from kubernetes_asyncio.client import ApiClient
 
 from aioleader._exceptions import (
     AioleaderError,
@@ -26,7 +25,7 @@ from aioleader._exceptions import (
 )
 from aioleader._lock import Observed
 from aioleader._record import UNPARSEABLE_HOLDER, LeaderElectionRecord
-from aioleader.kubernetes import LeaseLock, _client, _config
+from aioleader.kubernetes import LeaseLock, _client, _config, _transport
 from aioleader.kubernetes._errors import error_for
 from aioleader.kubernetes._reply import ObjectRef, Reply, decode_object
 from aioleader.testing import KubeEmulator
@@ -318,14 +317,14 @@ async def test_update_keeps_what_it_does_not_model(emu: KubeEmulator, lock: Leas
     observed = await lock.get()
     assert observed is not None
     sent: list[dict[str, Any]] = []
-    original = CoordinationV1Api.replace_namespaced_lease
+    original = _transport.LeaseTransport.request
 
-    def spy(api: Any, name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
-        sent.append(copy.deepcopy(body))
-        return original(api, name, namespace, body, **kwargs)
+    async def spy(self: Any, api: Any, method: str, path: str, body: Any, *args: Any) -> Any:
+        sent.append(json.loads(body))
+        return await original(self, api, method, path, body, *args)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(CoordinationV1Api, "replace_namespaced_lease", spy)
+        mp.setattr(_transport.LeaseTransport, "request", spy)
         await lock.update(_record())  # a fresh record: no ``extra`` of its own
 
     # The unknown spec field is sent back (kube-apiserver, like the emulator, drops fields it

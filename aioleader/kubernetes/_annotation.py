@@ -130,13 +130,14 @@ class AnnotationLock(ObjectLock):
         }
         return {"apiVersion": _API_VERSION, "kind": self.kind, "metadata": metadata}
 
-    def _update_body(self, cached: dict[str, Any], record: LeaderElectionRecord) -> dict[str, Any]:
+    def _update_body(
+        self, cached: dict[str, Any], kept: LeaderElectionRecord, record: LeaderElectionRecord
+    ) -> dict[str, Any]:
         metadata = dict(cached.get("metadata") or {})
         annotations = metadata.get("annotations")
         annotations = annotations if isinstance(annotations, dict) else {}
         # Record fields we do not model are kept from the server's copy unless the record carries
         # its own (as LeaseLock does for the spec); the modelled ones are exactly the record's.
-        kept = decode_annotation(annotations.get(LEADER_ANNOTATION))[0].extra
-        value = record_to_annotation(record.with_changes(extra={**kept, **record.extra}))
+        value = record_to_annotation(record.with_changes(extra={**kept.extra, **record.extra}))
         metadata["annotations"] = {**annotations, LEADER_ANNOTATION: value}
         return {"apiVersion": _API_VERSION, "kind": self.kind, **cached, "metadata": metadata}

@@ -6,9 +6,13 @@
 * **Bounded requests.** kubernetes_asyncio waits forever by default. Every request here carries an
   aiohttp total timeout *and* runs under :func:`anyio.fail_after` with the same budget, so neither a
   hung socket nor a hung credential plugin can hold the elector past its renew deadline.
-* **Cheap requests.** Calls use ``_preload_content=False``: we get aiohttp's response, read the body
-  and parse the JSON ourselves (:mod:`._reply`), skipping the generated models (which would also
-  re-serialize ``MicroTime`` fields with ``isoformat()``, a format kube-apiserver rejects).
+* **Cheap requests.** The hot requests (:meth:`KubeClient.send`: get, create and update of the
+  lock's object) take the lean path of :mod:`._transport`: a body the lock serialized itself,
+  sent on a connection pool kept for lease traffic, with the client's configuration and
+  credentials. The others (lists, watches, Events) go through kubernetes_asyncio with
+  ``_preload_content=False``: we get aiohttp's response, read the body and parse the JSON
+  ourselves (:mod:`._reply`), skipping the generated models (which would also re-serialize
+  ``MicroTime`` fields with ``isoformat()``, a format kube-apiserver rejects).
 * **Errors.** A request that gets no reply raises :class:`~aioleader.LockError` through
   :func:`~._errors.transport_errors`, the one place transport failures are translated; a reply is
   returned whatever its status, for the lock to judge with :func:`~._errors.error_for`.
@@ -26,11 +30,13 @@ from typing import Any, Final
 import aiohttp
 import anyio
 import anyio.lowlevel
+from yarl import URL
 
 from .._exceptions import ElectionError, LockError
 from ._config import load_api_client
 from ._errors import transport_errors
 from ._reply import ObjectRef, Reply, reply_of
+from ._transport import LeaseTransport, lease_transport
 
 __all__ = ["DEFAULT_TIMEOUT", "KubeClient", "Send", "read_reply"]
 
@@ -51,6 +57,8 @@ class KubeClient:
         self._owned = api_client is None
         self._loading = anyio.Lock()
         self._closed = False
+        self._transport: LeaseTransport | None = None
+        self._urls: dict[str, URL] = {}
 
     @property
     def owned(self) -> bool:
@@ -67,6 +75,46 @@ class KubeClient:
                 self._api_client = await load_api_client()
             return self._api_client
 
+    async def send(
+        self,
+        verb: str,
+        ref: ObjectRef,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        timeout: float | None,
+    ) -> Reply:
+        """One request on the lease pool (:mod:`._transport`): ``method`` on ``path`` (from the
+        server's root) with the JSON ``body``, bounded by ``timeout`` seconds
+        (:data:`DEFAULT_TIMEOUT` if ``None``).
+
+        Returns the reply whatever its status; raises as :meth:`request` does.
+        """
+        seconds, client_timeout = _bound(verb, ref, timeout)
+        if client_timeout is None:
+            await anyio.lowlevel.checkpoint()
+            raise LockError(f"cannot {verb} {ref}: no time left for the request ({seconds!r} s)")
+        # One deadline, but no cancel scope on the common path (it costs a renewal more than a
+        # tenth of its CPU): aiohttp's total timeout bounds the request from waiting for a
+        # connection to the last byte of the body; a scope bounds only what aiohttp does not
+        # see, loading the configuration (first use) and a credential hook (exec plugins hang).
+        with transport_errors(verb, ref, seconds):
+            api_client = self._api_client
+            if api_client is None or self._closed:
+                with anyio.fail_after(seconds):
+                    api_client = await self._client(ref)
+            transport = self._transport
+            if transport is None:
+                transport = self._transport = lease_transport(api_client)
+                transport.use(self)
+            response = await transport.request(api_client, method, path, body, seconds, self._urls)
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+        return reply_of(response, body)
+
     async def request(
         self,
         verb: str,
@@ -81,12 +129,10 @@ class KubeClient:
         connection refused or reset, TLS failure, …) and :class:`ElectionError` if no client can
         be configured.
         """
-        seconds = DEFAULT_TIMEOUT if timeout is None else float(timeout)
-        if not seconds > 0:  # also NaN
+        seconds, client_timeout = _bound(verb, ref, timeout)
+        if client_timeout is None:
             await anyio.lowlevel.checkpoint()
             raise LockError(f"cannot {verb} {ref}: no time left for the request ({seconds!r} s)")
-        # aiohttp computes ceil(now + total) and cannot take an infinite total.
-        client_timeout = aiohttp.ClientTimeout(total=seconds if math.isfinite(seconds) else None)
         # aiohttp's own timeout ends the request cleanly; fail_after is the backstop that also
         # covers loading the configuration and refreshing credentials (exec plugins can hang).
         with transport_errors(verb, ref, seconds), anyio.fail_after(seconds):
@@ -129,14 +175,31 @@ class KubeClient:
             return await send(api_client, client_timeout)
 
     async def aclose(self) -> None:
-        """Close the client if we built it; a borrowed client stays open. Idempotent."""
+        """Close the client if we built it; a borrowed client stays open. Idempotent.
+
+        The lease pool closes with the last open lock that uses it."""
         self._closed = True
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            with anyio.move_on_after(5, shield=True):
+                await transport.release(self)
         client, self._api_client = self._api_client, None
         if client is not None and self._owned:
             # Shielded and bounded: a cancelled aclose must still close the session (or it leaks
             # with an "Unclosed client session" warning), but it must not hang either.
             with anyio.move_on_after(5, shield=True):
                 await client.close()
+
+
+def _bound(
+    verb: str, ref: ObjectRef, timeout: float | None
+) -> tuple[float, aiohttp.ClientTimeout | None]:
+    """The request's budget in seconds, and aiohttp's timeout for it (``None``: no time left)."""
+    seconds = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    if not seconds > 0:  # also NaN
+        return seconds, None
+    # aiohttp computes ceil(now + total) and cannot take an infinite total.
+    return seconds, aiohttp.ClientTimeout(total=seconds if math.isfinite(seconds) else None)
 
 
 async def read_reply(

@@ -84,11 +84,13 @@ class LeaseLock(ObjectLock):
             "spec": record_to_lease_spec(record),
         }
 
-    def _update_body(self, cached: dict[str, Any], record: LeaderElectionRecord) -> dict[str, Any]:
+    def _update_body(
+        self, cached: dict[str, Any], kept: LeaderElectionRecord, record: LeaderElectionRecord
+    ) -> dict[str, Any]:
         # Spec fields we do not model are kept from the server's copy unless the record carries
         # its own; the modelled ones are exactly the record's. A PUT to a missing Lease would
         # create it, but the cached resourceVersion makes it a 409 instead.
-        spec = {**record_from_lease_spec(cached.get("spec")).extra, **record_to_lease_spec(record)}
+        spec = {**kept.extra, **record_to_lease_spec(record)}
         return {"apiVersion": _API_VERSION, "kind": _KIND, **cached, "spec": spec}
 
 

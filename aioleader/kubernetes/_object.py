@@ -14,6 +14,7 @@ requests on a borrowed or owned client, Events, and the list+watch. A subclass n
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from abc import abstractmethod
@@ -98,8 +99,14 @@ class ObjectLock(Lock):
         self._missing_reported = False
         self._check()
         self._client = KubeClient(api_client)
-        # The object as last read or written (the parsed JSON), the base of the next update.
+        # The paths of the lean requests (``/apis/<group>/<version>/namespaces/<ns>/<plural>``).
+        root = f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
+        self._collection_path = f"{root}/namespaces/{self.namespace}/{self.plural}"
+        self._object_path = f"{self._collection_path}/{self.name}"
+        # The object as last read or written (the parsed JSON), the base of the next update,
+        # and its record as decoded (whose unmodelled fields the update keeps).
         self._cached: dict[str, Any] | None = None
+        self._cached_record: LeaderElectionRecord | None = None
         self._events = EventRecorder(
             self._client,
             self._ref,
@@ -155,24 +162,19 @@ class ObjectLock(Lock):
         configured labels and annotations."""
 
     @abstractmethod
-    def _update_body(self, cached: dict[str, Any], record: LeaderElectionRecord) -> dict[str, Any]:
+    def _update_body(
+        self, cached: dict[str, Any], kept: LeaderElectionRecord, record: LeaderElectionRecord
+    ) -> dict[str, Any]:
         """The object to PUT for ``record``, from the ``cached`` one (compare-and-swap on its
-        ``resourceVersion``)."""
+        ``resourceVersion``) whose record decoded as ``kept``."""
 
     # -- Lock ----------------------------------------------------------------------------------
 
     async def get(self, *, timeout: float | None = None) -> Observed | None:
         """Read the object; ``None`` if it does not exist. Caches it for :meth:`update`."""
-        reply = await self._client.request(
-            "get",
-            self._ref,
-            lambda api, t: self._api(api, "read")(
-                self.name, self.namespace, _preload_content=False, _request_timeout=t
-            ),
-            timeout=timeout,
-        )
+        reply = await self._client.send("get", self._ref, "GET", self._object_path, timeout=timeout)
         if reply.status == 404 and reply.status_object() is not None:
-            self._cached = None
+            self._cached = self._cached_record = None
             return None
         observed = self._accept("get", reply)
         self._missing_reported = False  # report the next disappearance again
@@ -211,14 +213,9 @@ class ObjectLock(Lock):
             metadata["annotations"] = dict(self._annotations)
         if self._owner_references:
             metadata["ownerReferences"] = [dict(r) for r in self._owner_references]
-        body = self._create_body(record, metadata)
-        reply = await self._client.request(
-            "create",
-            self._ref,
-            lambda api, t: self._api(api, "create")(
-                self.namespace, body, _preload_content=False, _request_timeout=t
-            ),
-            timeout=timeout,
+        body = _serialize(self._create_body(record, metadata))
+        reply = await self._client.send(
+            "create", self._ref, "POST", self._collection_path, body, timeout=timeout
         )
         return self._accept("create", reply)
 
@@ -233,23 +230,19 @@ class ObjectLock(Lock):
         Raises :class:`~aioleader.LockConflict` if the object changed or was deleted since it was
         cached, :class:`~aioleader.LockError` if nothing is cached yet.
         """
-        cached = self._cached
-        if cached is None:
+        cached, kept = self._cached, self._cached_record
+        if cached is None or kept is None:
             await anyio.lowlevel.checkpoint()
             raise LockError(f"cannot update {self._ref}: call get() or create() first")
-        body = self._update_body(cached, record)
+        update = self._update_body(cached, kept, record)
         if self._labels_on_update and self._labels:
-            metadata = dict(body.get("metadata") or {})
+            metadata = dict(update.get("metadata") or {})
             labels = metadata.get("labels")
             metadata["labels"] = {**(labels if isinstance(labels, dict) else {}), **self._labels}
-            body = {**body, "metadata": metadata}
-        reply = await self._client.request(
-            "update",
-            self._ref,
-            lambda api, t: self._api(api, "replace")(
-                self.name, self.namespace, body, _preload_content=False, _request_timeout=t
-            ),
-            timeout=timeout,
+            update = {**update, "metadata": metadata}
+        body = _serialize(update)
+        reply = await self._client.send(
+            "update", self._ref, "PUT", self._object_path, body, timeout=timeout
         )
         return self._accept("update", reply)
 
@@ -366,8 +359,14 @@ class ObjectLock(Lock):
         if not reply.ok:
             raise error_for(verb, self._ref, reply)
         obj, version = decode_object(verb, self._ref, reply, self.kind)
-        self._cached = obj
-        return self._decode(obj, version)
+        observed = self._decode(obj, version)
+        self._cached, self._cached_record = obj, observed.record
+        return observed
+
+
+def _serialize(body: dict[str, Any]) -> bytes:
+    """The JSON of a request body: compact, ASCII (a lone surrogate is escaped, not an error)."""
+    return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 def client_of(lock: ObjectLock) -> KubeClient:

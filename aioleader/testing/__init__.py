@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .._exports import publish as _publish
 from ..locks._memory import MemoryLock as MemoryLock
+from ._auth import ClientCertificate as ClientCertificate
 from ._chaos import FAULTS as CHAOS_FAULTS
 from ._chaos import ChaosReport as ChaosReport
 from ._chaos import TermLog as TermLog
@@ -35,6 +36,7 @@ __all__ = (
     "VERBS",
     "WRITE_VERBS",
     "ChaosReport",
+    "ClientCertificate",
     "ClientEndpoint",
     "EmulatorStatistics",
     "Faults",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
+from ._auth import ClientCertificate, ServerAuth
 from ._connection_faults import Faults
 from ._decode import format_time
 from ._election_controller import ELECTION_WINDOW, GC_INTERVAL, ElectionController
@@ -83,7 +86,16 @@ class KubeEmulator:
     waits until it has handled everything so far. Its writes go through the same validation and
     watches as a client's but are not in the request log.
 
-    Not emulated: authentication and authorization (every request is allowed), namespaces as
+    With ``tls=True`` it serves HTTPS with a CA of its own (:attr:`ca_file`); ``token=`` makes
+    it refuse requests without that bearer token (401 ``Unauthorized``, as kube-apiserver;
+    :meth:`set_token` rotates it) and ``client_ca=True`` also admits client certificates it
+    issued (:meth:`client_certificate`). :meth:`api_client` and :meth:`kubeconfig` are configured
+    accordingly::
+
+        async with KubeEmulator(tls=True, token="s3cret") as emu:
+            api = await emu.api_client("pod-a")      # https, the CA, "Bearer s3cret"
+
+    Not emulated: authorization (every authenticated request is allowed), namespaces as
     objects (every namespace exists), finalizers and graceful deletion, ``dryRun``,
     server-side apply and ``managedFields``, label and annotation validation, and list
     consistency (``resourceVersion`` on a list is ignored; ``limit``/``continue`` page through
@@ -108,6 +120,9 @@ class KubeEmulator:
         coordinated_election: bool = False,
         election_window: float = ELECTION_WINDOW,
         lease_candidate_gc_interval: float = GC_INTERVAL,
+        tls: bool = False,
+        token: str | Iterable[str] | None = None,
+        client_ca: bool = False,
     ) -> None:
         """
         Args:
@@ -126,11 +141,17 @@ class KubeEmulator:
                 also its requeue interval; shorten it for tests that run in real time.
             lease_candidate_gc_interval: seconds between garbage collections of candidates not
                 renewed for 30 minutes (kube-apiserver: 30 min).
+            tls: serve HTTPS with a generated CA (needs ``trustme``, in the ``testing`` extra).
+            token: the bearer token (or tokens) a request must carry; ``None`` checks none.
+            client_ca: admit client certificates issued by the emulator's CA (needs ``tls``);
+                with ``token`` as well, either one authenticates a request.
         """
         if bookmark_interval <= 0:
             raise ValueError("bookmark_interval must be positive")
         if coordinated_election and not lease_candidates:
             raise ValueError("coordinated_election needs lease_candidates (the v1beta1 API)")
+        tokens = () if token is None else (token,) if isinstance(token, str) else tuple(token)
+        self._auth = ServerAuth(tls=tls, tokens=tokens, client_ca=client_ca)
         self._host = host
         self._port = port
         self._seed = seed
@@ -140,7 +161,13 @@ class KubeEmulator:
         registry = Registry(self._store, self._clock)
         served = [rt for rt in RESOURCES if lease_candidates or rt is not LEASECANDIDATES]
         self._server = ApiServer(
-            self._store, registry, self._clock, self._log, bookmark_interval, served
+            self._store,
+            registry,
+            self._clock,
+            self._log,
+            bookmark_interval,
+            served,
+            self._auth if self._auth.checks else None,
         )
         self._controller: ElectionController | None = None
         if coordinated_election:
@@ -191,6 +218,7 @@ class KubeEmulator:
             await asyncio.sleep(0.02)
         for client in clients:
             await client.close()
+        self._auth.close()
 
     async def __aenter__(self) -> KubeEmulator:
         await self.start()
@@ -233,23 +261,130 @@ class KubeEmulator:
             raise RuntimeError("the emulator is stopped")
         ep = self._endpoints.get(client)
         if ep is None:
-            ep = ClientEndpoint(client, self._host, port, self.faults(client), self._server.handle)
+            ep = ClientEndpoint(
+                client,
+                self._host,
+                port,
+                self.faults(client),
+                self._server.handle,
+                self._auth.server_context,
+            )
             ep.open()
             self._endpoints[client] = ep
         await ep.wait_listening()
         return ep
 
-    async def api_client(self, client: str = DEFAULT_CLIENT) -> ApiClient:
-        """A kubernetes_asyncio ``ApiClient`` for ``client``'s endpoint.
+    async def api_client(self, client: str = DEFAULT_CLIENT, *, auth: str = "auto") -> ApiClient:
+        """A kubernetes_asyncio ``ApiClient`` for ``client``'s endpoint, with the emulator's CA
+        and credentials: ``auth`` is ``"token"`` (the first accepted token, as it is now),
+        ``"certificate"`` (:meth:`client_certificate`), ``"none"``, or ``"auto"``: a token if
+        the emulator checks tokens, else a certificate if it checks those, else none.
 
         The emulator closes it on :meth:`stop` (closing it earlier is fine).
         """
-        from kubernetes_asyncio.client import ApiClient, Configuration
+        from kubernetes_asyncio.client import ApiClient
 
-        ep = await self.endpoint(client)
-        api = ApiClient(Configuration(host=ep.url))
+        api = ApiClient(await self.configuration(client, auth=auth))
         self._clients.append(api)
         return api
+
+    async def configuration(self, client: str = DEFAULT_CLIENT, *, auth: str = "auto") -> Any:
+        """The kubernetes_asyncio ``Configuration`` that :meth:`api_client` uses."""
+        from kubernetes_asyncio.client import Configuration
+
+        ep = await self.endpoint(client)
+        configuration = Configuration(host=ep.url)
+        if self._auth.tls:
+            configuration.ssl_ca_cert = str(self._auth.ca_file)
+        mode = self._auth.resolve(auth)
+        user = self._auth.kubeconfig_user(client, mode)  # checks ``auth``
+        if mode == "token":
+            configuration.api_key = {"BearerToken": f"Bearer {user['token']}"}
+        elif mode == "certificate":
+            cert = self._auth.client_certificate(client)
+            configuration.cert_file, configuration.key_file = (
+                str(cert.cert_file),
+                str(cert.key_file),
+            )
+        return configuration
+
+    async def kubeconfig(
+        self,
+        client: str = DEFAULT_CLIENT,
+        *,
+        auth: str = "auto",
+        namespace: str = "default",
+        exec_command: Sequence[str] | None = None,
+        token_file: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """A kubeconfig (a dict: dump it as JSON, which is YAML) for ``client``'s endpoint with
+        the CA inline and the credentials of :meth:`api_client`; or, instead, a user whose token
+        comes from an exec plugin (``exec_command``: the command and its arguments, printing an
+        ``ExecCredential``) or from a file read by the client (``token_file``)."""
+        ep = await self.endpoint(client)
+        cluster: dict[str, Any] = {"server": ep.url}
+        if self._auth.tls:
+            cluster["certificate-authority-data"] = _b64(self._auth.ca_pem)
+        if exec_command is not None:
+            command = list(exec_command)
+            if not command:
+                raise ValueError("exec_command must name a command")
+            user: dict[str, Any] = {
+                "exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1beta1",
+                    "command": command[0],
+                    "args": command[1:],
+                    "interactiveMode": "Never",
+                }
+            }
+        elif token_file is not None:
+            user = {"tokenFile": str(token_file)}
+        else:
+            user = self._auth.kubeconfig_user(client, self._auth.resolve(auth))
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "emulator", "cluster": cluster}],
+            "users": [{"name": client, "user": user}],
+            "contexts": [
+                {
+                    "name": "emulator",
+                    "context": {"cluster": "emulator", "user": client, "namespace": namespace},
+                }
+            ],
+            "current-context": "emulator",
+        }
+
+    # -- authentication ---------------------------------------------------------------------
+
+    @property
+    def tls(self) -> bool:
+        """Whether the emulator serves HTTPS."""
+        return self._auth.tls
+
+    @property
+    def ca_file(self) -> Path:
+        """The emulator's CA certificate (PEM file; ``tls=True`` only), to trust its server."""
+        return self._auth.ca_file
+
+    @property
+    def tokens(self) -> frozenset[str]:
+        """The bearer tokens accepted now (empty: tokens are not checked)."""
+        return self._auth.tokens
+
+    def set_token(self, *tokens: str) -> None:
+        """Rotate: accept exactly ``tokens`` from now on, refuse the others with 401. Needs an
+        emulator built with ``token=`` (one that checks tokens)."""
+        if not self._auth.checks:
+            raise RuntimeError("the emulator checks no credentials (KubeEmulator(token=...))")
+        if not tokens and not self._auth.client_ca:
+            raise ValueError("set_token() needs a token: none would lock every client out")
+        self._auth.set_tokens(tokens)
+
+    def client_certificate(self, client: str = DEFAULT_CLIENT) -> ClientCertificate:
+        """A client certificate for ``client`` signed by the emulator's CA (``client_ca=True``
+        only), as PEM files."""
+        return self._auth.client_certificate(client)
 
     @property
     def url(self) -> str:
@@ -419,6 +554,10 @@ class KubeEmulator:
             in_flight=sum(ep.in_flight for ep in self._endpoints.values()),
             endpoints=len(self._endpoints),
         )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _served(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import final
 
@@ -52,8 +53,17 @@ class ClientEndpoint:
     :attr:`port`, :attr:`faults` and :attr:`listening`; the other members serve the emulator.
     """
 
-    def __init__(self, name: str, host: str, port: int, faults: Faults, handler: Handler) -> None:
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        faults: Faults,
+        handler: Handler,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._name = name
+        self._ssl = ssl_context
         self._host = host
         self._port = port
         self._faults = faults
@@ -89,9 +99,11 @@ class ClientEndpoint:
 
     @property
     def url(self) -> str:
-        """``http://host:port``, the ``host`` for a kubernetes_asyncio ``Configuration``."""
+        """``http://host:port`` (``https://`` for an emulator with ``tls=True``), the ``host``
+        for a kubernetes_asyncio ``Configuration``."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{host}:{self._port}"
 
     @property
     def faults(self) -> Faults:
@@ -128,7 +140,7 @@ class ClientEndpoint:
         loop = asyncio.get_running_loop()
         # With a ready socket and start_serving=False this does not suspend, so the server is
         # known (and can be closed) before it starts accepting.
-        server = await loop.create_server(self._web, sock=sock, start_serving=False)
+        server = await loop.create_server(self._web, sock=sock, ssl=self._ssl, start_serving=False)
         self._server = server
         await server.start_serving()
 

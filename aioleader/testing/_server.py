@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ._auth import UNAUTHORIZED, ServerAuth
 from ._connection_faults import Faults
 from ._decode import DecodeError, go_json_loads
 from ._endpoint import ClientEndpoint, Dropped
@@ -81,8 +82,10 @@ class ApiServer:
         log: RequestLog,
         bookmark_interval: float,
         served: Collection[ResourceType],
+        auth: ServerAuth | None = None,
     ) -> None:
         self.served = frozenset(served)
+        self.auth = auth
         self.store = store
         self.registry = registry
         self.clock = clock
@@ -133,6 +136,9 @@ class ApiServer:
         if faults.latency > 0:
             await asyncio.sleep(faults.latency)
         await ep.wait_while(lambda: faults._holds_requests)
+        if self.auth is not None and not self.auth.admits(request):
+            # Authentication comes first in kube-apiserver's chain: no fault, no handling.
+            return _json_response(401, UNAUTHORIZED)
         response = self._injected(faults, op.verb, outcome)
         if response is None:
             if op.verb == "watch" and op.error is None:

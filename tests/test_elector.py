@@ -17,6 +17,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup
 import pytest
 from _groups import Group, candidates
+from _jitter import Jitter, now
 
 from aioleader import (
     ElectionError,
@@ -32,23 +33,6 @@ from aioleader.locks import MemoryLock
 from aioleader.testing import FaultyLock
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
-
-
-class Jitter(random.Random):
-    """A jitter source that always picks the same point of the range (0 = low end, 1 = high)."""
-
-    def __init__(self, point: float = 0.0) -> None:
-        super().__init__(0)
-        self.point = point
-        self.ranges: list[tuple[float, float]] = []
-
-    def uniform(self, a: float, b: float) -> float:
-        self.ranges.append((a, b))
-        return a + (b - a) * self.point
-
-
-def now() -> float:
-    return anyio.current_time()
 
 
 async def test_first_candidate_acquires_at_once_and_renews_every_retry_period() -> None:

@@ -8,29 +8,18 @@ suspended host. Default timing: LD 15, RD 10, RP 2.
 from __future__ import annotations
 
 import logging
-import random
 from functools import partial
 from typing import Any
 
 import anyio
 import pytest
+from _jitter import Jitter, now
 
 from aioleader import LeaderElectionRecord, LockConflict, Term, campaign, elect
 from aioleader.locks import MemoryLock
 from aioleader.testing import FaultyLock, TermLog, lead_forever
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
-
-
-class Jitter(random.Random):
-    """Always the low end of the jitter range: waits of exactly RP."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return a
-
-
-def now() -> float:
-    return anyio.current_time()
 
 
 # -- bounds at send time -----------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import queue
-import random
 import re
 import shutil
 import signal
@@ -33,6 +32,7 @@ from typing import IO, Any
 
 import anyio
 import pytest
+from _jitter import Jitter, now
 
 import aioleader.locks
 from aioleader import (
@@ -52,17 +52,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
 
 ROOT = Path(__file__).resolve().parent.parent
 CANDIDATE = Path(__file__).resolve().parent / "_file_lock_candidate.py"
-
-
-class Jitter(random.Random):
-    """A retry jitter that always picks the low end: acquisition polls exactly every RP."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return a
-
-
-def now() -> float:
-    return anyio.current_time()
 
 
 def holder(identity: str, transitions: int = 0) -> LeaderElectionRecord:

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _jitter import now
 from anyio.abc import TaskStatus
 
 from aioleader import (
@@ -46,10 +47,6 @@ class Point(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return a + (b - a) * self.point
-
-
-def now() -> float:
-    return anyio.current_time()
 
 
 def record(holder: str, second: int = 0, transitions: int = 0) -> LeaderElectionRecord:

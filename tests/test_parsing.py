@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 import pytest
+from _jitter import Jitter
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from trio.testing import MockClock
@@ -361,11 +361,6 @@ def test_any_file_lock_version_is_read_as_documented_and_taken_over(content: byt
 
 TIMING = Timing(lease_duration=15, renew_deadline=10, retry_period=2)
 HORIZON = 100.0  # virtual seconds an election is watched for
-
-
-class Jitter(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return a
 
 
 async def first_term_after(lock: Lock, timing: Timing, horizon: float) -> float | None:

@@ -5,27 +5,18 @@ Default timing: LD 15, RD 10, RP 2 (jitter 1.2). ``Jitter`` picks the low end: p
 
 from __future__ import annotations
 
-import random
 from functools import partial
 from typing import Any
 
 import anyio
 import pytest
+from _jitter import Jitter, now
 
 from aioleader import LeaderElectionRecord, Timing, elect
 from aioleader.locks import MemoryLock
 from aioleader.testing import TermLog, lead_forever
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
-
-
-class Jitter(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return a
-
-
-def now() -> float:
-    return anyio.current_time()
 
 
 @pytest.mark.parametrize("watch", [True, False])

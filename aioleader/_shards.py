@@ -360,11 +360,13 @@ class _Group:
             started = anyio.current_time()
             if self._is_member() and self._member_since is None:
                 self._member_since = started
+            bound = self.timing.renew_deadline / 2
             try:
-                listing = await self.member_lock.list_siblings(
-                    prefix, timeout=self.timing.renew_deadline / 2
-                )
-            except LockError as exc:
+                # The lock bounds its request by ``timeout``; the scope is the backstop for a
+                # lock that does not (a listing must never stall the loop).
+                with anyio.fail_after(bound):
+                    listing = await self.member_lock.list_siblings(prefix, timeout=bound)
+            except (LockError, TimeoutError) as exc:
                 # Membership stays as last seen; so does what we campaign for (a replica that
                 # cannot list must not take everything because the others look expired).
                 self.listing_failures += 1

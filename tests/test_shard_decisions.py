@@ -88,7 +88,8 @@ def test_lock_names_are_dns_safe_and_tell_identities_apart() -> None:
     }
     assert len(names) == 6
     for name in names:
-        assert dns.fullmatch(name) and len(name) <= 253, name
+        assert dns.fullmatch(name), name
+        assert len(name) <= 253
         assert name.startswith("orders-member-")
     assert member_lock_name("orders", "pod-a") == (
         "orders-member-pod-a-" + hashlib.sha256(b"pod-a").hexdigest()[:10]

@@ -104,7 +104,9 @@ class _Replica:
             else:
                 lock.heal()
 
-    async def start(self, tg: TaskGroup, count: int, timing: Timing, report: ShardChaosReport):
+    async def start(
+        self, tg: TaskGroup, count: int, timing: Timing, report: ShardChaosReport
+    ) -> None:
         self.locks = []
         scope = anyio.CancelScope()
         self.scope = scope

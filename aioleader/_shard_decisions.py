@@ -14,7 +14,8 @@
   without talking to each other, and a change of membership moves few shards (adding a member to
   M moves about ``N/(M+1)`` of them: its own quota, plus a few where quotas cascade).
 * :class:`MembershipView` judges which member locks are alive, as the elector judges a lease: on
-  the local time at which a record was seen to *change* plus the record's own lease duration.
+  the local time at which a record was seen to *change* plus the record's own lease duration
+  (a lock first seen long after its last renewal is dead at once).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Final
 
 __all__ = [
     "MAX_SHARDS",
+    "WALL_CLOCK_SKEW",
     "MembershipView",
     "Plan",
     "assign",
@@ -43,6 +45,9 @@ __all__ = [
     "shard_for",
     "shard_lock_name",
 ]
+
+#: How far another node's wall clock may be off ours when a membership lock is first seen.
+WALL_CLOCK_SKEW: Final = 1.0
 
 #: More shards than this is a mistake (each shard is a lease renewed every retry period).
 MAX_SHARDS: Final = 4096
@@ -198,15 +203,28 @@ class MembershipView:
         self._default = default_duration
         self._members: dict[str, _Member] = {}
 
-    def observe(self, listing: Mapping[str, tuple[str, bytes, int | None]], now: float) -> None:
-        """Take in one listing: lock name -> (holder, raw record, lease duration seconds)."""
+    def observe(
+        self, listing: Mapping[str, tuple[str, bytes, int | None, float | None]], now: float
+    ) -> None:
+        """Take in one listing: lock name -> (holder, raw record, lease duration seconds, age).
+
+        ``age`` is how long ago the record says it was renewed, by our wall clock (``None`` if
+        unknown). It only matters for a lock seen for the first time: one whose renewal is older
+        than its duration plus :data:`WALL_CLOCK_SKEW` is a member that died before we looked
+        (a pod gone for good leaves its lock behind), dead at once. Anything younger is waited
+        out from now. Membership is not a safety decision (every shard is its own election), so
+        a wall clock read here can cost a shard move, never a second leader.
+        """
         for name in list(self._members):
             if name not in listing:
                 del self._members[name]
-        for name, (holder, raw, duration) in listing.items():
+        for name, (holder, raw, duration, age) in listing.items():
             seconds = float(duration) if duration is not None and duration > 0 else self._default
             known = self._members.get(name)
-            if known is None or known.raw != raw:
+            if known is None:
+                stale = age is not None and age > seconds + WALL_CLOCK_SKEW
+                self._members[name] = _Member(holder, raw, seconds, -math.inf if stale else now)
+            elif known.raw != raw:
                 self._members[name] = _Member(holder, raw, seconds, now)
 
     def live(self, now: float) -> frozenset[str]:

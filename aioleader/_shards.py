@@ -30,6 +30,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -374,9 +375,17 @@ class _Group:
             else:
                 self.listings += 1
                 now = anyio.current_time()
+                wall = datetime.now(timezone.utc)
                 self.view.observe(
                     {
-                        name: (o.record.holder_identity, o.raw, o.record.lease_duration_seconds)
+                        name: (
+                            o.record.holder_identity,
+                            o.raw,
+                            o.record.lease_duration_seconds,
+                            None
+                            if o.record.renew_time is None
+                            else (wall - o.record.renew_time).total_seconds(),
+                        )
                         for name, o in listing.items()
                     },
                     now,

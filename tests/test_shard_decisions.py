@@ -187,11 +187,11 @@ def test_plan_resumes_what_is_new_and_pauses_what_went_away() -> None:
 
 def test_a_member_lives_until_its_lease_expires_from_when_it_was_seen_to_change() -> None:
     view = MembershipView(default_duration=15)
-    view.observe({"g-member-a": ("a", b"r1", 2), "g-member-b": ("b", b"r1", 2)}, now=10.0)
+    view.observe({"g-member-a": ("a", b"r1", 2, 0.0), "g-member-b": ("b", b"r1", 2, 0.0)}, now=10.0)
     assert view.live(11.9) == {"a", "b"}
     assert view.next_expiry(11.0) == 12.0
     # a renews (new bytes), b does not: b expires at 10 + 2, a at 11.5 + 2.
-    view.observe({"g-member-a": ("a", b"r2", 2), "g-member-b": ("b", b"r1", 2)}, now=11.5)
+    view.observe({"g-member-a": ("a", b"r2", 2, 0.0), "g-member-b": ("b", b"r1", 2, 0.0)}, now=11.5)
     assert view.live(11.99) == {"a", "b"}
     assert view.live(12.0) == {"a"}
     assert view.live(13.49) == {"a"}
@@ -202,13 +202,31 @@ def test_a_member_lives_until_its_lease_expires_from_when_it_was_seen_to_change(
 
 def test_a_released_or_missing_member_lock_is_a_dead_member_at_once() -> None:
     view = MembershipView(default_duration=15)
-    view.observe({"g-member-a": ("a", b"r1", 2), "g-member-b": ("b", b"r1", 2)}, now=0.0)
-    view.observe({"g-member-a": ("", b"released", 1)}, now=0.5)
+    view.observe({"g-member-a": ("a", b"r1", 2, 0.0), "g-member-b": ("b", b"r1", 2, 0.0)}, now=0.0)
+    view.observe({"g-member-a": ("", b"released", 1, 0.0)}, now=0.5)
     assert view.live(0.5) == frozenset()
 
 
 def test_a_missing_or_invalid_duration_reads_as_the_default() -> None:
     view = MembershipView(default_duration=15)
-    view.observe({"g-member-a": ("a", b"r1", None), "g-member-b": ("b", b"r1", 0)}, now=0.0)
+    view.observe(
+        {"g-member-a": ("a", b"r1", None, None), "g-member-b": ("b", b"r1", 0, None)}, now=0.0
+    )
     assert view.live(14.9) == {"a", "b"}
     assert view.live(15.0) == frozenset()
+
+
+def test_a_lock_first_seen_long_after_its_renewal_is_a_dead_member_at_once() -> None:
+    view = MembershipView(default_duration=15)
+    listing = {
+        "g-member-old": ("old", b"r", 2, 3.5),  # renewed 3.5 s ago: 2 s lease + 1 s skew passed
+        "g-member-skewed": ("skewed", b"r", 2, 2.9),  # within the skew: waited out from now
+        "g-member-fresh": ("fresh", b"r", 2, 0.1),
+        "g-member-unknown": ("unknown", b"r", 2, None),
+    }
+    view.observe(listing, now=100.0)
+    assert view.live(100.0) == {"skewed", "fresh", "unknown"}
+    assert view.live(102.0) == frozenset()
+    # Once known, a lock's age no longer matters: only its changes do.
+    view.observe({**listing, "g-member-fresh": ("fresh", b"r2", 2, 50.0)}, now=101.0)
+    assert view.live(102.5) == {"fresh"}

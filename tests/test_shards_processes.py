@@ -3,6 +3,7 @@ replicas, one SIGKILLed, the rest SIGTERMed; LeaseLock's listing through kuberne
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -151,3 +152,59 @@ async def test_lease_lock_lists_its_siblings_by_prefix(emulator: KubeEmulator) -
     with pytest.raises(Exception, match="cannot list"):
         await lock.list_siblings("g-member-", timeout=1)
     await api.close()
+
+
+@pytest.mark.asyncio
+async def test_cli_status_and_watch_show_a_shard_group(
+    emulator: KubeEmulator, tmp_path: Path
+) -> None:
+    from functools import partial
+
+    from aioleader import Timing, elect_shards
+
+    timing = Timing(lease_duration=2, renew_deadline=1.5, retry_period=0.3)
+    apis = [await emulator.api_client(name) for name in ("a", "b")]
+    kubeconfig = await config_for(emulator, "cli", tmp_path)
+    command = [sys.executable, "-m", "aioleader"]
+    lock = ["--lock", "lease/default/grp", "--kubeconfig", str(kubeconfig)]
+    async with (
+        elect_shards(
+            partial(LeaseLock, namespace="default", identity="a", api_client=apis[0]),
+            group="grp",
+            shards=4,
+            timing=timing,
+        ) as sa,
+        elect_shards(
+            partial(LeaseLock, namespace="default", identity="b", api_client=apis[1]),
+            group="grp",
+            shards=4,
+            timing=timing,
+        ) as sb,
+    ):
+        with anyio.fail_after(10):
+            while not (len(sa.owned()) == 2 and len(sb.owned()) == 2):
+                await anyio.sleep(0.02)
+        status = await anyio.run_process(
+            [*command, "status", *lock, "--shards", "-o", "json"], env=env()
+        )
+        data = json.loads(status.stdout)
+        assert data["group"] == "grp"
+        assert data["shards"] == 4
+        assert data["members"] == ["a", "b"]
+        assert data["fairShare"] == 2
+        assert data["owned"] == {"a": sorted(sa.owned()), "b": sorted(sb.owned())}
+        text = (await anyio.run_process([*command, "status", *lock, "--shards"], env=env())).stdout
+        assert text.decode().splitlines() == [
+            "shard group grp: 2 live members, 4 shards (fair share 2)",
+            f"  a: 2 shards {' '.join(map(str, sorted(sa.owned())))}",
+            f"  b: 2 shards {' '.join(map(str, sorted(sb.owned())))}",
+        ]
+        async with await anyio.open_process(
+            [*command, "watch", *lock, "--shards", "--poll-interval", "0.1"], env=env()
+        ) as watcher:
+            assert watcher.stdout is not None
+            first = (await watcher.stdout.receive()).decode()
+            assert "shard group grp: 2 live members, 4 shards" in first
+            watcher.terminate()
+    for api in apis:
+        await api.close()

@@ -334,6 +334,10 @@ class _Group:
                 if self.metrics is not None:
                     self.metrics.shard_moved(self.name, acquired=True)
                 self._owned_change()
+                if index not in self._wanted:
+                    # pause() does not stop an attempt already in flight: a write sent before
+                    # the shard was given up can still win. Give that term up at once.
+                    leadership.pause()
                 await term.wait_ended()
                 self.released += 1
                 if self.metrics is not None:

@@ -212,9 +212,14 @@ async def main(args: argparse.Namespace) -> int:
                     tg.start_soon(read)
 
                 async def until_balanced(since: float) -> float:
-                    with anyio.fail_after(60):
+                    with anyio.move_on_after(60):
                         while not world.balanced():
                             await anyio.sleep(0.005)
+                    if not world.balanced():
+                        raise SystemExit(
+                            f"not balanced after 60 s: live {sorted(world.live)}, holders "
+                            f"{world.holders()}"
+                        )
                     return anyio.current_time() - since
 
                 names = iter(f"replica-{i}" for i in range(1000))

@@ -37,9 +37,12 @@ class Replica:
         self.base = base.sibling(identity)
         self.identity = identity
         self.locks: list[FaultyLock] = []
+        self.shard_latency = 0.0
 
     def make_lock(self, name: str) -> FaultyLock:
         lock = FaultyLock(self.base.named(name), watch=True)
+        if "member" not in name:
+            lock.latency = self.shard_latency
         self.locks.append(lock)
         return lock
 
@@ -295,3 +298,35 @@ def _record(holder: str) -> Any:
     return LeaderElectionRecord(
         holder_identity=holder, lease_duration_seconds=2, acquire_time=now, renew_time=now
     )
+
+
+async def test_a_shard_won_by_an_attempt_in_flight_when_it_was_given_up_is_handed_over() -> None:
+    # a resumes every shard alone; its writes take 0.2 s. b joins while they are in flight, so
+    # a gives half of them up before its writes land: those terms begin after the pause and
+    # must be handed over at once rather than renewed forever by a paused election.
+    base = MemoryLock("seed")
+    logs: dict[int, TermLog] = {}
+    a, b = Replica(base, "a"), Replica(base, "b")
+    a.shard_latency = 0.2
+    b.shard_latency = 0.3  # b writes after a: a wins the shards it has given up meanwhile
+    async with running(a.make_lock, logs) as sa, anyio.create_task_group() as tg:
+        await anyio.sleep(0.05)
+        started = anyio.Event()
+        handles: list[Shards] = []
+
+        async def run_b() -> None:
+            async with running(b.make_lock, logs) as sb:
+                handles.append(sb)
+                started.set()
+                await anyio.sleep_forever()
+
+        tg.start_soon(run_b)
+        await started.wait()
+        (sb,) = handles
+        expected = assign(8, ["a", "b"])
+        t = await wait_until(
+            lambda: sa.owned() == expected["a"] and sb.owned() == expected["b"], sa, sb
+        )
+        assert t < 2
+        tg.cancel_scope.cancel()
+    assert all(log.overlaps == [] for log in logs.values())

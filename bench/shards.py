@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,7 +253,6 @@ async def main(args: argparse.Namespace) -> int:
                     await anyio.sleep(args.settle)
                     adds.append((took, world.starts_since(t)))
                     joined = world.ready[newcomer] - t
-                    print(f"  (spawned at {time.time() - (anyio.current_time() - t):.3f})")
                     print(
                         f"add {newcomer}: balanced after {took:.2f} s from the spawn "
                         f"({took - joined:.2f} s after it had started and joined), "

@@ -73,6 +73,7 @@ _GROUP_OPTIONS: Final = frozenset({"name", "candidate"})
 _KEY: Final = object()
 
 
+@final
 @dataclass(frozen=True)
 class ShardStatistics:
     """A snapshot of a shard group as this replica sees it (``shards.statistics()``).

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import looptime
 import pytest
 
 from aioleader import Shards, Timing, elect_shards
@@ -20,14 +19,9 @@ from aioleader.kubernetes import ConfigMapLock
 from aioleader.locks import FileLock
 from aioleader.testing import FaultyLock, MemoryLock, TermLog, WorkInterval
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
 
 T = Timing(lease_duration=2, renew_deadline=1.5, retry_period=0.3)
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": lambda: looptime.new_event_loop(start=0, _enabled=True)})
 
 
 class Replica:

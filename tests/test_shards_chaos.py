@@ -4,19 +4,11 @@ the documented bounds."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import looptime
 import pytest
 
 from aioleader.testing import SHARD_FAULTS, run_shard_chaos
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return ("asyncio", {"loop_factory": lambda: looptime.new_event_loop(start=0, _enabled=True)})
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock("asyncio")]
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -29,6 +30,7 @@ __all__ = ["SHARD_FAULTS", "ShardChaosReport", "run_shard_chaos"]
 SHARD_FAULTS = ("crash", "stop", "pause", "join")
 
 
+@final
 @dataclass
 class ShardChaosReport:
     """What :func:`run_shard_chaos` did and saw."""

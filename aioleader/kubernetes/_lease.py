@@ -87,14 +87,7 @@ class LeaseLock(ObjectLock):
         from ._listing import list_by_prefix  # _listing imports this module's observed_lease
 
         return await list_by_prefix(
-            self._client,
-            self._ref,
-            lambda api, t: self._api(api, "list")(
-                self.namespace, _preload_content=False, _request_timeout=t
-            ),
-            self._decode,
-            prefix,
-            timeout=timeout,
+            self._client, self._ref, self._collection_path, self._decode, prefix, timeout=timeout
         )
 
     def _create_body(

@@ -68,17 +68,18 @@ async def list_leases(
 async def list_by_prefix(
     client: KubeClient,
     ref: ObjectRef,
-    send: Any,
+    path: str,
     decode: Callable[[dict[str, Any], str], Observed],
     prefix: str,
     *,
     timeout: float | None,
 ) -> dict[str, Observed]:
-    """The objects of ``ref``'s namespace (listed by ``send``) whose name starts with ``prefix``,
-    decoded by ``decode``: name -> record. Raises :class:`LockError` (transient) or
-    :class:`~aioleader.ElectionError` (e.g. 403) like every other request of the lock."""
+    """The objects of the collection at ``path`` (``ref``'s namespace and kind) whose name starts
+    with ``prefix``, decoded by ``decode``: name -> record. One GET on the lock's own request
+    path; raises :class:`LockError` (transient) or :class:`~aioleader.ElectionError` (e.g. 403)
+    like every other request of the lock."""
     listing = ObjectRef(group=ref.group, plural=ref.plural, namespace=ref.namespace, name="")
-    reply = await client.request("list", listing, send, timeout=timeout)
+    reply = await client.send("list", listing, "GET", path, timeout=timeout)
     if not reply.ok:
         raise error_for("list", listing, reply)
     data = decode_json("list", listing, reply)

@@ -24,6 +24,7 @@ from ._lock import Observed as Observed
 from ._lock import WatchCursor as WatchCursor
 from ._metrics import ElectionMetrics as ElectionMetrics
 from ._metrics import PrometheusMetrics as PrometheusMetrics
+from ._metrics import ShardMetrics as ShardMetrics
 from ._observer import LeaderChange as LeaderChange
 from ._observer import LeaderChanges as LeaderChanges
 from ._observer import observe as observe
@@ -33,6 +34,10 @@ from ._options import TermHook as TermHook
 from ._record import MAX_LEASE_DURATION as MAX_LEASE_DURATION
 from ._record import UNPARSEABLE_HOLDER as UNPARSEABLE_HOLDER
 from ._record import LeaderElectionRecord as LeaderElectionRecord
+from ._shard_decisions import shard_for as shard_for
+from ._shards import Shards as Shards
+from ._shards import ShardStatistics as ShardStatistics
+from ._shards import elect_shards as elect_shards
 from ._signals import StopOnSignals as StopOnSignals
 from ._signals import cancel_on_signals as cancel_on_signals
 from ._signals import stop_on_signals as stop_on_signals
@@ -62,6 +67,9 @@ __all__ = (
     "LockNotFound",
     "Observed",
     "PrometheusMetrics",
+    "ShardMetrics",
+    "ShardStatistics",
+    "Shards",
     "StopOnSignals",
     "Term",
     "TermHook",
@@ -71,9 +79,11 @@ __all__ = (
     "cancel_on_signals",
     "check_health",
     "elect",
+    "elect_shards",
     "healthz_app",
     "observe",
     "serve_healthz",
+    "shard_for",
     "stop_on_signals",
 )
 

@@ -245,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "-o", "--output", choices=["text", "json"], default="text", help="(default: text)"
     )
+    status.add_argument("--shards", action="store_true", help=_SHARDS_HELP)
 
     watch = sub.add_parser(
         "watch",
@@ -261,6 +262,7 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between reads of a lock that cannot be watched (a file: lock), and "
         "between retries while the API is unavailable (default: 2)",
     )
+    watch.add_argument("--shards", action="store_true", help=_SHARDS_HELP)
 
     coordinate = sub.add_parser(
         "coordinate",
@@ -784,6 +786,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
         lock = new_lock()
+        if getattr(args, "shards", False):
+            return _shard_command(args, lock)
         if args.command == "run":
             return anyio.run(_sidecar(args, lock, new_lock).run)
         if args.command == "status":
@@ -816,6 +820,23 @@ def _fatal_line(exc: AioleaderError, kubeconfig: str | None) -> str:
     if isinstance(exc, ElectionError) or not isinstance(exc, LockError):
         return text
     return f"{text} (the API server may be unreachable)"
+
+
+_SHARDS_HELP = (
+    "the lock's name is a shard group (elect_shards(group=NAME)): show its live members and "
+    "the shards each leads"
+)
+
+
+def _shard_command(args: argparse.Namespace, lock: Lock) -> int:
+    from ._shard_status import print_group_status, watch_group
+
+    if not lock.supports_listing:
+        raise _UsageError(f"--shards: {type(lock).__name__} cannot list a shard group's locks")
+    group = args.lock.rstrip("/").rsplit("/", 1)[-1].removeprefix("file:")
+    if args.command == "status":
+        return anyio.run(print_group_status, lock, group, args.output)
+    return anyio.run(watch_group, lock, group, args.poll_interval)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -176,6 +176,25 @@ class Lock(ABC):
         transient errors itself."""
         raise NotImplementedError(f"{type(self).__name__} has no watch cursor")
 
+    @property
+    def supports_listing(self) -> bool:
+        """Whether :meth:`list_siblings` is implemented (:func:`~aioleader.elect_shards` needs it
+        to discover the other replicas' membership locks)."""
+        return False
+
+    async def list_siblings(
+        self, prefix: str, *, timeout: float | None = None
+    ) -> dict[str, Observed]:
+        """The locks of this lock's family whose name starts with ``prefix``: name -> record.
+
+        A lock's *family* is the set of locks of the same kind in the same place: the Leases of a
+        namespace, the :class:`~aioleader.locks.FileLock` directories next to this one, the
+        :class:`~aioleader.locks.MemoryLock` names of one namespace. Locks that do not exist are
+        left out. One request (a LIST) bounded by ``timeout``; it never touches the version cached
+        for :meth:`update`. Optional capability: see :attr:`supports_listing`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its siblings")
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources the lock owns (e.g. an API client it created)."""
 

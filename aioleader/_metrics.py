@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["ElectionMetrics", "PrometheusMetrics"]
+__all__ = ["ElectionMetrics", "PrometheusMetrics", "ShardMetrics"]
 
 
 @runtime_checkable
@@ -44,6 +44,19 @@ class ElectionMetrics(Protocol):
     def hook_failed(self, name: str, hook: str) -> None:
         """A term hook (``hook`` is its class name, e.g. ``PodRoleLabel``) failed to apply a
         state; it retries, and the term goes on."""
+
+
+@runtime_checkable
+class ShardMetrics(Protocol):
+    """What a shard group (:func:`~aioleader.elect_shards`) reports, per group, when its
+    ``metrics`` option has these methods too (as :class:`PrometheusMetrics` does)."""
+
+    def shards_changed(self, group: str, owned: int, members: int) -> None:
+        """This replica now leads ``owned`` shards of ``group``, which has ``members`` live
+        members as this replica sees them."""
+
+    def shard_moved(self, group: str, *, acquired: bool) -> None:
+        """A shard term of ``group`` began here (``acquired``) or ended here."""
 
 
 class PrometheusMetrics:
@@ -109,6 +122,24 @@ class PrometheusMetrics:
             ["name", "hook"],
             **kwargs,
         )
+        self._shards_owned = prom.Gauge(
+            "aioleader_shards_owned",
+            "Shards of the group this process leads.",
+            ["group"],
+            **kwargs,
+        )
+        self._shard_members = prom.Gauge(
+            "aioleader_shard_members",
+            "Live members of the shard group, as this process sees them.",
+            ["group"],
+            **kwargs,
+        )
+        self._shard_moves = prom.Counter(
+            "aioleader_shard_moves",
+            "Shard terms begun (direction=acquired) or ended (direction=released) here.",
+            ["group", "direction"],
+            **kwargs,
+        )
 
     def leading(self, name: str, leading: bool) -> None:
         self._status.labels(name=name).set(1 if leading else 0)
@@ -127,3 +158,11 @@ class PrometheusMetrics:
 
     def hook_failed(self, name: str, hook: str) -> None:
         self._hook_failures.labels(name=name, hook=hook).inc()
+
+    def shards_changed(self, group: str, owned: int, members: int) -> None:
+        self._shards_owned.labels(group=group).set(owned)
+        self._shard_members.labels(group=group).set(members)
+
+    def shard_moved(self, group: str, *, acquired: bool) -> None:
+        direction = "acquired" if acquired else "released"
+        self._shard_moves.labels(group=group, direction=direction).inc()

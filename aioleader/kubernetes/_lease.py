@@ -74,6 +74,22 @@ class LeaseLock(ObjectLock):
     def _decode(obj: dict[str, Any], version: str) -> Observed:
         return observed_lease(obj, version)
 
+    @property
+    def supports_listing(self) -> bool:
+        return True
+
+    async def list_siblings(
+        self, prefix: str, *, timeout: float | None = None
+    ) -> dict[str, Observed]:
+        """The Leases of this lock's namespace whose name starts with ``prefix`` (one LIST of the
+        namespace, filtered here; RBAC verb ``list`` on ``leases``). The cached object is left
+        alone."""
+        from ._listing import list_by_prefix  # _listing imports this module's observed_lease
+
+        return await list_by_prefix(
+            self._client, self._ref, self._collection_path, self._decode, prefix, timeout=timeout
+        )
+
     def _create_body(
         self, record: LeaderElectionRecord, metadata: dict[str, Any]
     ) -> dict[str, Any]:

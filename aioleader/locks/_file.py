@@ -284,6 +284,36 @@ class FileLock(Lock):
             doc = base.doc if base.doc is not None else self._new_document()
             return self._write(directory, doc, record, base.version + 1, base=base)
 
+    @property
+    def supports_listing(self) -> bool:
+        return True
+
+    async def list_siblings(
+        self, prefix: str, *, timeout: float | None = None
+    ) -> dict[str, Observed]:
+        """The locks in this lock's parent directory whose name starts with ``prefix`` and that
+        hold a version: name -> record (read as :meth:`get` reads it, this handle's cache left
+        alone). Entries that are not directories are skipped."""
+        await anyio.lowlevel.checkpoint()
+        try:
+            with os.scandir(self._parent) as entries:
+                names = sorted(
+                    e.name
+                    for e in entries
+                    if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)
+                )
+        except OSError as exc:
+            raise self._fatal(exc, f"list {self._parent}") from exc
+        found: dict[str, Observed] = {}
+        for name in names:
+            try:
+                observed = await FileLock(os.path.join(self._parent, name), self._identity).get()
+            except ElectionError:
+                continue  # removed while listing, or not a lock we may read: not a member
+            if observed is not None:
+                found[name] = observed
+        return found
+
     # -- reading ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager

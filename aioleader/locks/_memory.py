@@ -80,16 +80,57 @@ class MemoryLock(Lock):
     def __init__(self, identity: str, *, name: str = "memory-lock") -> None:
         if not isinstance(identity, str) or not identity:
             raise ValueError("identity must be a non-empty string")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
         self._identity = identity
         self._name = name
         self._slot = _Slot()
+        # The locks this one can see by name (named(), list_siblings()): a new lock starts a
+        # namespace of its own; sibling() and named() share it.
+        self._namespace: dict[str, _Slot] = {name: self._slot}
         self._cached: int | None = None
 
     def sibling(self, identity: str) -> MemoryLock:
         """Another candidate's handle on the same lock."""
         other = MemoryLock(identity, name=self._name)
         other._slot = self._slot
+        other._namespace = self._namespace
         return other
+
+    def named(self, name: str) -> MemoryLock:
+        """This candidate's handle on the lock called ``name`` in the same namespace (created
+        empty on first use). Sibling candidates reach the same lock by the same name, which makes
+        ``named`` a ``make_lock`` for :func:`~aioleader.elect_shards`::
+
+            base = MemoryLock("replica-a")
+            make_lock_a = base.named
+            make_lock_b = base.sibling("replica-b").named
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        other = MemoryLock(self._identity, name=name)
+        other._namespace = self._namespace
+        other._slot = self._namespace.setdefault(name, other._slot)
+        return other
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def supports_listing(self) -> bool:
+        return True
+
+    async def list_siblings(
+        self, prefix: str, *, timeout: float | None = None
+    ) -> dict[str, Observed]:
+        """The existing locks of this namespace whose name starts with ``prefix``."""
+        await anyio.lowlevel.checkpoint()
+        return {
+            name: _observed(slot.raw, slot.version)
+            for name, slot in sorted(self._namespace.items())
+            if name.startswith(prefix) and slot.raw is not None
+        }
 
     @property
     def identity(self) -> str:

@@ -30,9 +30,13 @@ from ._faulty_lock import FaultyLock as FaultyLock
 from ._faulty_lock import LockCall as LockCall
 from ._request_log import RequestRecord as RequestRecord
 from ._server_clock import ServerClock as ServerClock
+from ._shard_chaos import SHARD_FAULTS as SHARD_FAULTS
+from ._shard_chaos import ShardChaosReport as ShardChaosReport
+from ._shard_chaos import run_shard_chaos as run_shard_chaos
 
 __all__ = (
     "CHAOS_FAULTS",
+    "SHARD_FAULTS",
     "VERBS",
     "WRITE_VERBS",
     "ChaosReport",
@@ -46,10 +50,12 @@ __all__ = (
     "MemoryLock",
     "RequestRecord",
     "ServerClock",
+    "ShardChaosReport",
     "TermLog",
     "WorkInterval",
     "lead_forever",
     "run_chaos",
+    "run_shard_chaos",
 )
 
 _publish(globals())

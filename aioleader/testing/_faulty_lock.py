@@ -66,7 +66,7 @@ class FaultyLock(Lock):
         inner: Lock,
         *,
         rng: random.Random | None = None,
-        ops: frozenset[str] = frozenset({"get", "create", "update", "watch"}),
+        ops: frozenset[str] = frozenset({"get", "create", "update", "watch", "list"}),
         watch: bool = False,
     ) -> None:
         self.inner = inner
@@ -205,6 +205,18 @@ class FaultyLock(Lock):
     ) -> Observed:
         return await self._call(
             "update", lambda: self.inner.update_from(base, record, timeout=timeout)
+        )
+
+    @property
+    def supports_listing(self) -> bool:
+        return self.inner.supports_listing
+
+    async def list_siblings(
+        self, prefix: str, *, timeout: float | None = None
+    ) -> dict[str, Observed]:
+        """The inner lock's listing, faulted like a read (op ``"list"``)."""
+        return await self._call(
+            "list", lambda: self.inner.list_siblings(prefix, timeout=timeout), write=False
         )
 
     async def record_event(self, message: str) -> None:

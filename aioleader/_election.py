@@ -240,6 +240,10 @@ class _Election:
         while True:
             term = await self._acquire()
             self._term_closed = anyio.Event()
+            if anyio.current_time() < self.view.held_until:
+                # Paused (or stepped down) while the winning attempt was in flight: the term is
+                # not wanted; hand it back at once (work none yet, lock released).
+                self.handover.decline(term)
             await self.handover.keep_at_most(term, self.config.max_term, self.keeper.keep)
             await term._wait_work_done()
             await self._hooks_standby()
@@ -490,8 +494,8 @@ class _Election:
         self.leadership._after_end()
         if self.config.metrics is not None:
             self.config.metrics.leading(self.config.name, False)
-        # A lost or expired term is worth a warning; a shutdown is routine.
-        level = logging.INFO if reason == "stopped" else logging.WARNING
+        # A lost or expired term is worth a warning; a shutdown or a step-down is routine.
+        level = logging.INFO if reason in ("stopped", STEPPED_DOWN) else logging.WARNING
         logger.log(
             level,
             "%s: %s stopped leading (fencing token %d: %s)",

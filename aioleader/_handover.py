@@ -102,6 +102,12 @@ class Handover:
         self.view.hold(max(self.view.held_until, anyio.current_time() + rest))
         self.end_term(term, STEPPED_DOWN)
 
+    def decline(self, term: Term) -> None:
+        """A term began while this candidate was holding off (a pause or a step-down raced with
+        an attempt already in flight): end it at once, so it is released."""
+        self._log("declines a term won while holding off")
+        self.end_term(term, STEPPED_DOWN)
+
     async def keep_at_most(
         self, term: Term, max_term: float | None, keep: Callable[[Term], Awaitable[None]]
     ) -> None:

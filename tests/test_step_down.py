@@ -14,7 +14,7 @@ from _jitter import Jitter, now
 
 from aioleader import LeaderElectionRecord, Timing, elect
 from aioleader.locks import MemoryLock
-from aioleader.testing import TermLog, lead_forever
+from aioleader.testing import FaultyLock, TermLog, lead_forever
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
 
@@ -379,3 +379,24 @@ async def test_hooks_reach_standby_before_the_release_when_the_election_is_cance
     record = a.peek()
     assert record is not None
     assert record.holder_identity == ""
+
+
+async def test_a_term_won_by_an_attempt_in_flight_when_paused_is_handed_back_at_once() -> None:
+    a = FaultyLock(MemoryLock("a"), ops=frozenset({"create"}))
+    a.latency = 1.0  # the winning write takes a second
+    t0 = now()
+    async with elect(a) as la:
+        await anyio.sleep(0.5)
+        la.pause()  # while the create is in flight
+        await anyio.sleep(1)  # t = 1.5
+        term = la.term
+        assert term is not None
+        assert term.acquired_at - t0 == 0  # sent at 0, won at 1
+        assert term.ended_at is not None
+        assert term.ended_at - t0 == 1  # declined at once
+        assert term.end_reason == "stepped down"
+        record = a.inner.peek()  # type: ignore[attr-defined]
+        assert record is not None
+        assert record.holder_identity == ""  # released
+        assert not la.is_leader_nowait()
+        assert la.statistics().terms == 1

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from ._companions import Companions
 from ._decisions import TOKEN_FLOORS, LockView, record_for_new_term
 from ._exceptions import AioleaderError, ElectionError, LockConflict, LockError
 from ._handover import STEPPED_DOWN, Handover
@@ -39,7 +40,7 @@ from ._leadership import Leadership, LeadershipStatistics, Term, _Leading
 from ._lock import Lock, Observed
 from ._lockio import Counters, LockIO, Stamp
 from ._notify import Notifier, maybe_await
-from ._options import ElectionConfig, ElectionOptions, TermHook
+from ._options import ElectionConfig, ElectionOptions
 from ._record import LeaderElectionRecord
 from ._renewal import TermKeeper
 from ._tracing import span
@@ -125,9 +126,13 @@ class _Election:
         self._stopped_pending: Term | None = None
         self._tg: TaskGroup | None = None
         self.notifier = Notifier()
-        # Hooks outlive the campaign's cancellation: the shutdown still asks them for the standby
-        # state before the release. run() cancels their scopes itself once shutdown is over.
-        self._hook_scopes: list[anyio.CancelScope] = []
+        self.companions = Companions(
+            config.candidate,
+            config.hooks,
+            bound=self.timing.renew_deadline,
+            description=self._description,
+            log_extra=self._log_extra,
+        )
         self.handover = Handover(
             self.view,
             self.timing,
@@ -141,12 +146,6 @@ class _Election:
         )
         # The lock's latest state as its watch delivered it (a base for update_from), if any.
         self._watched: Observed | None = None
-        # The candidacy is shielded once published and withdrawn first thing in the shutdown,
-        # before the release: withdrawn after it, the controller would name us again at once.
-        self._candidacy_scope = anyio.CancelScope()
-        self._candidacy_done = anyio.Event()
-        if config.candidate is None:
-            self._candidacy_done.set()
         # Set when the current term's work has finished, its release (if voluntary) is written
         # and on_stopped_leading has run.
         self._term_closed = anyio.Event()
@@ -175,12 +174,7 @@ class _Election:
                 self._tg = tg
                 tg.start_soon(self.notifier.run)
                 try:
-                    if self.config.candidate is not None:
-                        # The candidacy exists before anyone can be told we campaign.
-                        await tg.start(self._keep_candidacy)
-                        self._candidacy_scope.shield = True
-                    for hook in self.config.hooks:
-                        await tg.start(self._run_hook, hook)
+                    await self.companions.start(tg, self.lock)
                     task_status.started(self.leadership)
                     await self._campaign()
                 except AioleaderError as exc:
@@ -189,15 +183,13 @@ class _Election:
                 finally:
                     try:
                         with anyio.CancelScope(shield=True):
-                            await self._withdraw_candidacy()
+                            await self.companions.withdraw_candidacy()
                             await self._shutdown()
                     finally:
                         # Let on_new_leader callbacks queued so far (e.g. for our release) run,
                         # but never let a stuck callback hold the shutdown forever.
                         await self.notifier.close(self.timing.renew_deadline)
-                        for scope in self._hook_scopes:
-                            scope.cancel()
-                        self._candidacy_scope.cancel()
+                        self.companions.cancel()
                         tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             error = _unwrap(group, f"election for {self._description}")
@@ -210,26 +202,6 @@ class _Election:
             # Raised outside the except block, so the exception keeps its own __context__ and
             # __cause__ (e.g. the ApiException behind a ForbiddenError).
             raise error
-
-    async def _run_hook(self, hook: TermHook, *, task_status: TaskStatus[None]) -> None:
-        scope = anyio.CancelScope(shield=True)
-        self._hook_scopes.append(scope)
-        with scope:
-            await hook.run(self.lock, task_status=task_status)
-
-    async def _keep_candidacy(self, *, task_status: TaskStatus[None]) -> None:
-        assert self.config.candidate is not None
-        try:
-            with self._candidacy_scope:
-                await self.config.candidate.keep(self.lock, task_status=task_status)
-        finally:
-            self._candidacy_done.set()
-
-    async def _withdraw_candidacy(self) -> None:
-        """Stop the candidacy and wait (at most RD) until it is withdrawn."""
-        self._candidacy_scope.cancel()
-        with anyio.move_on_after(self.timing.renew_deadline):
-            await self._candidacy_done.wait()
 
     async def _campaign(self) -> None:
         if self.config.ready is not None:
@@ -246,7 +218,7 @@ class _Election:
                 self.handover.decline(term)
             await self.handover.keep_at_most(term, self.config.max_term, self.keeper.keep)
             await term._wait_work_done()
-            await self._hooks_standby()
+            await self.companions.standby()
             if term.end_reason == STEPPED_DOWN:
                 # Voluntary: hand over at once rather than after the lease duration.
                 await self.keeper.release(term)
@@ -456,8 +428,7 @@ class _Election:
             term.fencing_token,
             extra={**self._log_extra, "term": term.number, "fencing_token": term.fencing_token},
         )
-        for hook in self.config.hooks:
-            hook.want(True, term)
+        self.companions.leading(term)
         assert self._tg is not None
         self._tg.start_soon(self._record_event, f"{self._identity} became leader")
         started = self.config.on_started_leading
@@ -513,24 +484,6 @@ class _Election:
         if self._tg is not None:
             self._tg.start_soon(self._record_event, f"{self._identity} stopped leading")
 
-    async def _hooks_standby(self) -> None:
-        """Before a release: every hook back at its standby state, or RD/2 spent trying."""
-        hooks = self.config.hooks
-        if not hooks:
-            return
-        for hook in hooks:
-            hook.want(False, None)
-        with anyio.move_on_after(self.timing.renew_deadline / 2) as scope:
-            for hook in hooks:
-                await hook.wait_applied()
-        if scope.cancelled_caught:
-            logger.warning(
-                "%s: the standby state of %s was not applied within RD/2; releasing anyway",
-                self._description,
-                ", ".join(type(h).__name__ for h in hooks if h.problem() is not None) or "a hook",
-                extra=self._log_extra,
-            )
-
     async def _stopped(self, term: Term) -> None:
         if self._stopped_pending is term:
             self._stopped_pending = None
@@ -557,7 +510,7 @@ class _Election:
         self._end_term(term, "stopped")
         await term._wait_work_done()
         if not self._term_closed.is_set():  # else the campaign has applied it for this term
-            await self._hooks_standby()
+            await self.companions.standby()
         if self.config.release_on_cancel:
             await self.keeper.release(term)
         with anyio.move_on_after(self.timing.renew_deadline) as scope:
@@ -608,7 +561,7 @@ class _Election:
             slow_path=c.slow_path,
             last_renew_at=self.keeper.last_renew_done,
             last_error=c.last_error,
-            hook_problems=tuple(p for h in self.config.hooks if (p := h.problem()) is not None),
+            hook_problems=self.companions.problems(),
         )
 
 

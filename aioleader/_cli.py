@@ -356,7 +356,7 @@ _TIMING_FLAGS = {
 
 
 def _flag_names(message: str) -> str:
-    """A :class:`Timing` error in the words of the command line: flags, not parameters."""
+    """A [`Timing`][Timing] error in the words of the command line: flags, not parameters."""
     return re.sub(
         r"\b(lease_duration|renew_deadline|retry_period)\b",
         lambda m: _TIMING_FLAGS[m.group(1)],

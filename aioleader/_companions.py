@@ -4,7 +4,7 @@ term hooks (a Pod role label, the leader's EndpointSlice).
 Both outlive the campaign's cancellation on purpose: at shutdown the candidacy is withdrawn
 *before* the release (withdrawn after it, the controller would name us again at once), and the
 hooks are asked for their standby state before the release. The election cancels them itself
-once its shutdown is over (:meth:`Companions.cancel`).
+once its shutdown is over ([`Companions.cancel()`][Companions.cancel]).
 """
 
 from __future__ import annotations

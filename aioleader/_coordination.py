@@ -1,7 +1,7 @@
 """The decisions of a coordinated leader election controller (KEP-4355), pure and synchronous.
 
 kube-apiserver's election controller (``pkg/controlplane/controller/leaderelection``) and
-aioleader's own (``aioleader coordinate``, :mod:`aioleader.kubernetes._coordinator`) decide the
+aioleader's own (``aioleader coordinate``, `aioleader.kubernetes._coordinator`) decide the
 same way, one *election step* at a time, from the current Lease and LeaseCandidates alone (the
 JSON objects as the API serves them) and ``now``:
 
@@ -14,7 +14,7 @@ JSON objects as the API serves them) and ``now``:
    window since its ping has passed, and counts only candidates that renewed within the window.
 3. The strategy is the one of the candidate with the newest binary version; candidates that
    disagree at the same binary version stop the election (an error, nothing is written).
-4. The strategy picks the electee (:data:`Strategy`: a pure function from the candidates that
+4. The strategy picks the electee ([`Strategy`][Strategy]: a pure function from the candidates that
    answered to the best one). A missing Lease is created for it (``holderIdentity``,
    ``strategy``, ``leaseDurationSeconds: 5``, ``renewTime: now``). A free or expired Lease is
    assigned to it the same way (``preferredHolder`` and ``acquireTime`` cleared,
@@ -24,14 +24,14 @@ JSON objects as the API serves them) and ``now``:
 5. Strategies the controller does not handle are left to other controllers: the Lease is created
    (or updated) with that ``strategy`` and no holder, and a held one is not touched.
 
-Which strategies a controller handles is the ``strategies`` mapping of :func:`election_step`:
-kube-apiserver handles :data:`OLDEST_EMULATION_VERSION` (:data:`BUILTIN_STRATEGIES`);
-``aioleader coordinate`` handles :data:`HIGHEST_PRIORITY` (:data:`AIOLEADER_STRATEGIES`). Adding
+Which strategies a controller handles is the ``strategies`` mapping of [`election_step()`][election_step]:
+kube-apiserver handles [`OLDEST_EMULATION_VERSION`][OLDEST_EMULATION_VERSION] ([`BUILTIN_STRATEGIES`][BUILTIN_STRATEGIES]);
+``aioleader coordinate`` handles [`HIGHEST_PRIORITY`][HIGHEST_PRIORITY] ([`AIOLEADER_STRATEGIES`][AIOLEADER_STRATEGIES]). Adding
 a strategy is writing one such function and registering it under a qualified name
 (``example.com/MyStrategy``: the API accepts any name with a ``/`` besides the built-in one).
 
 Versions are read leniently (``v1.30``, ``1.30``); a candidate whose versions do not parse is
-never elected by :data:`OLDEST_EMULATION_VERSION`. Where the Go code is ambiguous the reading that
+never elected by [`OLDEST_EMULATION_VERSION`][OLDEST_EMULATION_VERSION]. Where the Go code is ambiguous the reading that
 cannot crash or loop is taken: an acknowledgement at exactly the ping time counts, and with a
 strategy the controller does not handle the holder of an existing Lease is never changed.
 """
@@ -70,9 +70,9 @@ __all__ = [
 
 #: The strategy kube-apiserver implements.
 OLDEST_EMULATION_VERSION: Final = "OldestEmulationVersion"
-#: aioleader's priority strategy: the highest :data:`PRIORITY_LABEL` leads.
+#: aioleader's priority strategy: the highest `PRIORITY_LABEL` leads.
 HIGHEST_PRIORITY: Final = "aioleader.dev/HighestPriority"
-#: The LeaseCandidate label that :data:`HIGHEST_PRIORITY` reads (a decimal integer).
+#: The LeaseCandidate label that [`HIGHEST_PRIORITY`][HIGHEST_PRIORITY] reads (a decimal integer).
 PRIORITY_LABEL: Final = "aioleader.dev/priority"
 #: ``electionDuration``: how long pinged candidates have to answer (and the requeue interval).
 ELECTION_WINDOW: Final = 5.0
@@ -181,7 +181,7 @@ def pick_oldest_emulation_version(candidates: Iterable[Object]) -> Object | None
 
 
 def priority_of(candidate: Object) -> int | None:
-    """The candidate's :data:`PRIORITY_LABEL` as an integer: 0 without the label, ``None`` if
+    """The candidate's `PRIORITY_LABEL` as an integer: 0 without the label, ``None`` if
     the label is not a decimal integer (such a candidate is never elected)."""
     labels = _metadata(candidate).get("labels")
     value = labels.get(PRIORITY_LABEL) if isinstance(labels, Mapping) else None
@@ -195,7 +195,7 @@ def priority_of(candidate: Object) -> int | None:
 
 
 def pick_highest_priority(candidates: Iterable[Object]) -> Object | None:
-    """:data:`HIGHEST_PRIORITY`: the highest priority label, then the oldest object, then the
+    """[`HIGHEST_PRIORITY`][HIGHEST_PRIORITY]: the highest priority label, then the oldest object, then the
     first in the order given."""
     electee: Object | None = None
     best = 0

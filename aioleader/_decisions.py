@@ -2,17 +2,17 @@
 
 Everything the elector decides is made here, from plain values:
 
-* :class:`LockView` — what this candidate knows about the lock (client-go's ``observedRecord`` and
+* [`LockView`][LockView] — what this candidate knows about the lock (client-go's ``observedRecord`` and
   ``observedTime``, made explicit): the last record, the local time at which it *changed*, whether
   the lock was deleted, the highest transition count ever seen, and when the next acquisition
   attempt makes sense (expiry, release, backoff after a failure).
-* :func:`record_for_new_term`, :func:`renewal_record`, :func:`released_record` — what each write
+* [`record_for_new_term()`][record_for_new_term], [`renewal_record()`][renewal_record], [`released_record()`][released_record] — what each write
   puts into the lock.
-* :func:`still_ours` — whether a fresh read still shows our term.
-* :func:`request_timeout` — how long a request of a term may take, computed right before it is sent.
-* :func:`term_deadline_passed` — whether a term has run out of time, monotonic and suspend-aware.
+* [`still_ours()`][still_ours] — whether a fresh read still shows our term.
+* [`request_timeout()`][request_timeout] — how long a request of a term may take, computed right before it is sent.
+* [`term_deadline_passed()`][term_deadline_passed] — whether a term has run out of time, monotonic and suspend-aware.
 
-The async loops in :mod:`aioleader._election` only feed observations in and act on the answers.
+The async loops in `aioleader._election` only feed observations in and act on the answers.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class LockView:
     clock). A change is a change of the holder's record — holder, renew time, transitions, duration
     — not of the object's metadata: a label added by some controller must not keep a crashed
     leader's lease alive. Where the record itself cannot tell two renewals apart (the annotation
-    locks write whole seconds, see :attr:`Observed.precise`), the object's version is part of the
+    locks write whole seconds, see [`Observed.precise`][Observed.precise]), the object's version is part of the
     record's identity, which errs on the side of waiting longer.
 
     A deletion of a lock we have seen is a change like any other: somebody may hold the lock

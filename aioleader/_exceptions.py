@@ -1,12 +1,12 @@
 """The one exception hierarchy of aioleader.
 
-Configuration mistakes are plain :class:`ValueError` (they are programming errors, raised at
-construction). Everything that happens while talking to a lock derives from :class:`AioleaderError`:
+Configuration mistakes are plain `ValueError` (they are programming errors, raised at
+construction). Everything that happens while talking to a lock derives from [`AioleaderError`][AioleaderError]:
 
-* :class:`LockError` is *transient*: the elector retries it within the renew deadline (5xx, 429,
+* [`LockError`][LockError] is *transient*: the elector retries it within the renew deadline (5xx, 429,
   timeouts, disconnects, a body it could not parse).
-* :class:`LockConflict` is a lost compare-and-swap (HTTP 409): somebody else wrote first.
-* :class:`ElectionError` is *fatal*: retrying cannot help (403 Forbidden, the lock's resource type
+* [`LockConflict`][LockConflict] is a lost compare-and-swap (HTTP 409): somebody else wrote first.
+* [`ElectionError`][ElectionError] is *fatal*: retrying cannot help (403 Forbidden, the lock's resource type
   does not exist). The elector stops and re-raises it from ``elect()`` / ``campaign()``.
 """
 

@@ -1,7 +1,7 @@
 """Handing leadership over on purpose: step down, pause/resume, readiness, rotation.
 
 Every voluntary end of a term goes the same way: the candidate stays out of the race for a while
-(a *hold* in the decision core, :meth:`~aioleader._decisions.LockView.hold`), the term ends with
+(a *hold* in the decision core, `hold()`), the term ends with
 ``"stepped down"``, and the election releases the lock once the work has finished, so another
 candidate takes over at once instead of after the lease duration.
 """

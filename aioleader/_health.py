@@ -7,10 +7,10 @@ killing a healthy standby would not help anyone.
 
 Three ways to expose it:
 
-* :func:`check_health` — the check itself, for any framework (aiohttp: three lines, see
+* [`check_health()`][check_health] — the check itself, for any framework (aiohttp: three lines, see
   ``examples/aiohttp_app.py``);
-* :func:`healthz_app` — an ASGI application (route it at ``/healthz`` in Starlette/FastAPI);
-* :func:`serve_healthz` — a tiny HTTP server on anyio, used by ``aioleader run --healthz-addr``.
+* [`healthz_app()`][healthz_app] — an ASGI application (route it at ``/healthz`` in Starlette/FastAPI);
+* [`serve_healthz()`][serve_healthz] — a tiny HTTP server on anyio, used by ``aioleader run --healthz-addr``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Modelled on client-go's ``resourcelock.Interface`` (Get / Create / Update / RecordEvent / Identity /
 Describe) with two changes: every request takes a ``timeout`` that the lock must honour (the elector
 bounds each request by what is left of the renew window), and errors are exceptions from
-:mod:`aioleader._exceptions` rather than status codes, translated inside the lock and nowhere else.
+`aioleader._exceptions` rather than status codes, translated inside the lock and nowhere else.
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ def same_state(a: Observed | None, b: Observed | None) -> bool:
 
 
 class WatchCursor(ABC):
-    """A lock's states one at a time: what :meth:`Lock.watch` yields, as a cursor.
+    """A lock's states one at a time: what `Lock.watch()` yields, as a cursor.
 
-    :meth:`next` is **cancel-safe**: a call cancelled part-way loses nothing (no change is
+    `next()` is **cancel-safe**: a call cancelled part-way loses nothing (no change is
     skipped, no connection's progress is lost), and the next call continues. That is what lets
     several watches be waited on together in one task without a task outliving the wait (see
-    :class:`~aioleader.locks.MultiLock`): an async generator cannot be raced that way, since
-    cancelling it finalizes it. Creating a cursor sends nothing; :meth:`close` releases what it
+    [`MultiLock`][aioleader.locks.MultiLock]): an async generator cannot be raced that way, since
+    cancelling it finalizes it. Creating a cursor sends nothing; [`close()`][close] releases what it
     holds (a stream, a subscription) and may be called at any time, more than once.
     """
 
@@ -72,7 +72,7 @@ class WatchCursor(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release the cursor's resources. Idempotent; :meth:`next` must not be called after."""
+        """Release the cursor's resources. Idempotent; `next()` must not be called after."""
 
 
 async def cursor_states(cursor: WatchCursor) -> AsyncGenerator[Observed | None, None]:
@@ -88,11 +88,11 @@ class Lock(ABC):
     """A lock object that candidates compete for through compare-and-swap.
 
     A lock instance belongs to one candidate (``identity``) and caches the object it last read or
-    wrote: :meth:`update` writes against that cached version, so a concurrent change by anybody
-    else makes it fail with :class:`~aioleader.LockConflict` instead of overwriting.
+    wrote: `update()` writes against that cached version, so a concurrent change by anybody
+    else makes it fail with [`LockConflict`][aioleader.LockConflict] instead of overwriting.
 
-    Implementations raise :class:`~aioleader.LockError` (or a subclass) for transient failures,
-    :class:`~aioleader.ElectionError` for fatal ones, and must never let a request outlive
+    Implementations raise [`LockError`][aioleader.LockError] (or a subclass) for transient failures,
+    [`ElectionError`][aioleader.ElectionError] for fatal ones, and must never let a request outlive
     ``timeout`` seconds.
     """
 
@@ -107,13 +107,13 @@ class Lock(ABC):
 
     @abstractmethod
     async def get(self, *, timeout: float | None = None) -> Observed | None:
-        """Read the lock; ``None`` if it does not exist. Caches the object for :meth:`update`."""
+        """Read the lock; ``None`` if it does not exist. Caches the object for `update()`."""
 
     @abstractmethod
     async def create(
         self, record: LeaderElectionRecord, *, timeout: float | None = None
     ) -> Observed:
-        """Create the lock holding ``record``. Raises :class:`~aioleader.LockConflict` if it exists."""
+        """Create the lock holding ``record``. Raises [`LockConflict`][aioleader.LockConflict] if it exists."""
 
     @abstractmethod
     async def update(
@@ -121,13 +121,13 @@ class Lock(ABC):
     ) -> Observed:
         """Replace the record, compare-and-swap against the cached version.
 
-        Raises :class:`~aioleader.LockConflict` if the lock changed since it was cached and
-        :class:`~aioleader.LockError` if nothing is cached yet.
+        Raises [`LockConflict`][aioleader.LockConflict] if the lock changed since it was cached and
+        [`LockError`][aioleader.LockError] if nothing is cached yet.
         """
 
     @property
     def supports_update_from(self) -> bool:
-        """Whether :meth:`update_from` is implemented."""
+        """Whether [`update_from()`][update_from] is implemented."""
         return False
 
     async def update_from(
@@ -135,9 +135,9 @@ class Lock(ABC):
     ) -> Observed:
         """Replace the record, compare-and-swap against ``base`` (an observation this lock's watch
         delivered) instead of the cached version: a follower that saw the lock released takes it
-        with one write, no read first. On success the result is cached as :meth:`update`'s is.
+        with one write, no read first. On success the result is cached as `update()`'s is.
 
-        Raises :class:`~aioleader.LockConflict` if the lock changed since ``base``."""
+        Raises [`LockConflict`][aioleader.LockConflict] if the lock changed since ``base``."""
         raise NotImplementedError(f"{type(self).__name__} cannot update from an observation")
 
     async def record_event(self, message: str) -> None:  # noqa: B027 - optional hook
@@ -148,37 +148,37 @@ class Lock(ABC):
 
     @property
     def supports_watch(self) -> bool:
-        """Whether :meth:`watch` is implemented (followers fall back to polling otherwise).
+        """Whether `watch()` is implemented (followers fall back to polling otherwise).
 
-        By default, whether :meth:`watch_cursor` is."""
+        By default, whether [`watch_cursor()`][watch_cursor] is."""
         return self.supports_watch_cursor
 
     def watch(self) -> AsyncGenerator[Observed | None, None]:
         """Yield the lock now and each time its record changes (``None`` while it does not exist).
 
-        Must never touch the version cached for :meth:`update`, and must retry transient errors
-        itself; an :class:`~aioleader.ElectionError` (e.g. no RBAC for list/watch) makes an
+        Must never touch the version cached for `update()`, and must retry transient errors
+        itself; an [`ElectionError`][aioleader.ElectionError] (e.g. no RBAC for list/watch) makes an
         elector fall back to polling.
 
-        By default, the states of :meth:`watch_cursor`, if the lock has one."""
+        By default, the states of [`watch_cursor()`][watch_cursor], if the lock has one."""
         if self.supports_watch_cursor:
             return cursor_states(self.watch_cursor())
         raise NotImplementedError(f"{type(self).__name__} does not support watching")
 
     @property
     def supports_watch_cursor(self) -> bool:
-        """Whether :meth:`watch_cursor` is implemented."""
+        """Whether [`watch_cursor()`][watch_cursor] is implemented."""
         return False
 
     def watch_cursor(self) -> WatchCursor:
-        """A cancel-safe cursor over the states :meth:`watch` yields (see :class:`WatchCursor`),
-        under the same rules: it never touches the version cached for :meth:`update` and retries
+        """A cancel-safe cursor over the states `watch()` yields (see [`WatchCursor`][WatchCursor]),
+        under the same rules: it never touches the version cached for `update()` and retries
         transient errors itself."""
         raise NotImplementedError(f"{type(self).__name__} has no watch cursor")
 
     @property
     def supports_listing(self) -> bool:
-        """Whether :meth:`list_siblings` is implemented (:func:`~aioleader.elect_shards` needs it
+        """Whether [`list_siblings()`][list_siblings] is implemented ([`elect_shards()`][aioleader.elect_shards] needs it
         to discover the other replicas' membership locks)."""
         return False
 
@@ -188,10 +188,10 @@ class Lock(ABC):
         """The locks of this lock's family whose name starts with ``prefix``: name -> record.
 
         A lock's *family* is the set of locks of the same kind in the same place: the Leases of a
-        namespace, the :class:`~aioleader.locks.FileLock` directories next to this one, the
-        :class:`~aioleader.locks.MemoryLock` names of one namespace. Locks that do not exist are
+        namespace, the [`FileLock`][aioleader.locks.FileLock] directories next to this one, the
+        [`MemoryLock`][aioleader.locks.MemoryLock] names of one namespace. Locks that do not exist are
         left out. One request (a LIST) bounded by ``timeout``; it never touches the version cached
-        for :meth:`update`. Optional capability: see :attr:`supports_listing`.
+        for `update()`. Optional capability: see [`supports_listing`][supports_listing].
         """
         raise NotImplementedError(f"{type(self).__name__} cannot list its siblings")
 

@@ -2,7 +2,7 @@
 
 A lock object caches the version it last read, so its requests must not interleave: they queue on
 one ``anyio.Lock``. The bound of a request is computed *after* that wait, right before the request
-is sent, from the deadline its caller must meet (:func:`~aioleader._decisions.request_timeout`): a
+is sent, from the deadline its caller must meet (`request_timeout()`): a
 renewal that waited behind a confirmation never goes out with a budget computed before the wait,
 so no request of a term is still in flight after the term's deadline.
 """

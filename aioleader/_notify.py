@@ -23,7 +23,7 @@ class Notifier:
     """One task runs the callbacks in order, so a slow callback never delays a renewal.
 
     Its scope is shielded so that callbacks queued during shutdown (our own release) still run;
-    :meth:`close` lets them finish for at most ``bound`` seconds, then cancels the rest.
+    [`close()`][close] lets them finish for at most ``bound`` seconds, then cancels the rest.
     """
 
     def __init__(self) -> None:

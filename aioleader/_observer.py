@@ -1,9 +1,9 @@
-"""Watching who leads, without campaigning: :func:`observe`.
+"""Watching who leads, without campaigning: [`observe()`][observe].
 
 An observer reads the lock and never writes it, so any number of them (dashboards, sidecars,
 clients that route to the leader) add no contention to the election. It uses the lock's
-:meth:`~aioleader.Lock.watch` when the lock supports one (a Lease: changes arrive as they happen)
-and polls :meth:`~aioleader.Lock.get` otherwise.
+`watch()` when the lock supports one (a Lease: changes arrive as they happen)
+and polls [`get()`][aioleader.Lock.get] otherwise.
 
 Why an async context manager around an iterator, rather than a bare async generator: the
 iteration holds a resource (a watch is an open HTTP stream) that must be released when the
@@ -55,7 +55,7 @@ class LeaderChange:
     ``holder`` is the identity holding the lock, ``None`` when nobody does: the record is free
     (``holderIdentity`` ``""`` or null, e.g. after a graceful release) or the lock object does not
     exist (``record`` is then ``None`` too). ``previous`` is the holder before this change (``None``
-    in the first item). ``observed_at`` is :func:`anyio.current_time` when the observer saw the
+    in the first item). ``observed_at`` is `anyio.current_time()` when the observer saw the
     change: the monotonic clock the elector judges expiry on, unlike the record's wall-clock
     times, which are informational.
     """
@@ -72,7 +72,7 @@ class LeaderChange:
 
 @final
 class LeaderChanges:
-    """The async iterator :func:`observe` gives: one :class:`LeaderChange` per change, forever.
+    """The async iterator [`observe()`][observe] gives: one [`LeaderChange`][LeaderChange] per change, forever.
 
     Iterate it inside the ``async with`` block that made it; after the block it is exhausted.
     """
@@ -112,13 +112,13 @@ def observe(
 
     The first item is the state when observation starts; then one item per change of holder,
     in order (also for every other change of the record, renewals included, if ``renewals`` is
-    true). Locks that support watching (:attr:`Lock.supports_watch`) are watched: each change is
+    true). Locks that support watching ([`Lock.supports_watch`][Lock.supports_watch]) are watched: each change is
     seen as it lands. Others are read every ``poll_interval`` seconds, so a holder that comes and
     goes between two reads is not seen.
 
-    Transient errors (:class:`~aioleader.LockError`, timeouts) are retried for ever with
+    Transient errors ([`LockError`][aioleader.LockError], timeouts) are retried for ever with
     exponential, jittered backoff (``rng`` draws the jitter); fatal ones
-    (:class:`~aioleader.ElectionError`, e.g. 403 Forbidden) are raised from the iteration. Leaving
+    ([`ElectionError`][aioleader.ElectionError], e.g. 403 Forbidden) are raised from the iteration. Leaving
     the ``async with`` block stops the watch (closes its stream).
     """
     if (

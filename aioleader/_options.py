@@ -1,7 +1,7 @@
 """The options of an election, written once (client-go's ``LeaderElectionConfig``).
 
-:func:`~aioleader.elect` and :func:`~aioleader.campaign` take the same keyword options, typed by
-:class:`ElectionOptions`; :meth:`ElectionConfig.build` validates them in one place, in the caller's
+[`elect()`][aioleader.elect] and [`campaign()`][aioleader.campaign] take the same keyword options, typed by
+[`ElectionOptions`][ElectionOptions]; [`ElectionConfig.build()`][ElectionConfig.build] validates them in one place, in the caller's
 frame, and the elector receives the frozen result whole.
 """
 
@@ -33,13 +33,13 @@ ReadySignal = Callable[[], bool | Awaitable[bool]]
 @runtime_checkable
 class Candidacy(Protocol):
     """A candidacy in a *coordinated* election (KEP-4355), e.g.
-    :class:`aioleader.kubernetes.LeaseCandidate`: an object that announces this candidate to an
+    [`aioleader.kubernetes.LeaseCandidate`][aioleader.kubernetes.LeaseCandidate]: an object that announces this candidate to an
     election controller, which then names the lock's holder.
 
-    :meth:`keep` runs for as long as the election does: it publishes the candidate, signals
+    `keep()` runs for as long as the election does: it publishes the candidate, signals
     ``task_status.started()`` once it exists, keeps it fresh (acknowledging the controller's
     pings), and withdraws it when cancelled. A fatal error (e.g. no such API on the cluster)
-    raises :class:`~aioleader.ElectionError`, which ends the election.
+    raises [`ElectionError`][aioleader.ElectionError], which ends the election.
     """
 
     async def keep(self, lock: Lock, *, task_status: TaskStatus[None]) -> None: ...
@@ -48,14 +48,14 @@ class Candidacy(Protocol):
 @runtime_checkable
 class TermHook(Protocol):
     """Something outside the lock that follows this candidate's terms, e.g. a Pod role label or
-    the leader's EndpointSlice (:mod:`aioleader.kubernetes`), so traffic can be routed to the
+    the leader's EndpointSlice ([`aioleader.kubernetes`][aioleader.kubernetes]), so traffic can be routed to the
     leader alone.
 
-    The elector tells the hook what it wants (:meth:`want`: ``True`` while a term runs, ``False``
-    otherwise); the hook's :meth:`run` task, started with the election and cancelled at its end,
+    The elector tells the hook what it wants ([`want()`][want]: ``True`` while a term runs, ``False``
+    otherwise); the hook's [`run()`][run] task, started with the election and cancelled at its end,
     converges the outside object to that state and retries on failure, reporting failures itself
-    (logs, metrics, :meth:`problem`). A hook never ends a term. At the end of a term the elector
-    asks for the standby state and waits for it (:meth:`wait_applied`, bounded by RD/2) *before*
+    (logs, metrics, `problem()`). A hook never ends a term. At the end of a term the elector
+    asks for the standby state and waits for it ([`wait_applied()`][wait_applied], bounded by RD/2) *before*
     the lock is released, so the old leader stops receiving traffic before a new one can exist.
     """
 
@@ -78,7 +78,7 @@ class TermHook(Protocol):
 
 
 class ElectionOptions(TypedDict, total=False):
-    """The keyword options of :func:`~aioleader.elect` and :func:`~aioleader.campaign`.
+    """The keyword options of [`elect()`][aioleader.elect] and [`campaign()`][aioleader.campaign].
 
     Attributes:
         timing: lease duration, renew deadline and retry period (default: ``Timing()``, 15/10/2).
@@ -86,7 +86,7 @@ class ElectionOptions(TypedDict, total=False):
             finished (default ``True``); the next candidate then takes over at once instead of
             after the lease duration.
         on_started_leading: called when a term starts, as leader work inside the term's cancel
-            scope; sync or async, with the :class:`~aioleader.Term` or with no argument.
+            scope; sync or async, with the [`Term`][aioleader.Term] or with no argument.
         on_stopped_leading: called after a term's work has finished (and after the release);
             sync or async, with the term or with no argument. On the shutdown path it is
             bounded by the renew deadline.
@@ -94,7 +94,7 @@ class ElectionOptions(TypedDict, total=False):
             observed holder changes; callbacks run in order in a task of their own.
         rng: the source of retry jitter (reproducible tests).
         name: the label of logs and metrics (default: the lock's ``describe()``).
-        metrics: receives the elector's measurements (e.g. :class:`~aioleader.PrometheusMetrics`).
+        metrics: receives the elector's measurements (e.g. [`PrometheusMetrics`][aioleader.PrometheusMetrics]).
         watch: followers watch the lock when it supports watches (default ``True``); ``False``
             polls every ``retry_period × uniform(1, 1 + jitter)`` as client-go does.
         max_term: rotate the leader: a term that has lasted this many seconds steps down (work
@@ -106,13 +106,13 @@ class ElectionOptions(TypedDict, total=False):
             leader that stops being ready steps down; a candidate that is not ready does not
             campaign. An exception counts as "not ready" (and is logged).
         candidate: make the election *coordinated* (KEP-4355): the candidacy (e.g. a
-            :class:`~aioleader.kubernetes.LeaseCandidate`) is published while the election runs,
+            [`LeaseCandidate`][aioleader.kubernetes.LeaseCandidate]) is published while the election runs,
             and the elector never takes the lock itself: it leads when the election controller
             names it, then renews as usual (deadline, bounded requests, a fencing token that
             strictly increases). A leader whose lock names another ``preferredHolder`` hands
             over at once (client-go lets its lease expire).
         hooks: [TermHook][aioleader.TermHook] objects that follow this candidate's terms
-            outside the lock (e.g. :class:`aioleader.kubernetes.PodRoleLabel`): told when a term
+            outside the lock (e.g. [`aioleader.kubernetes.PodRoleLabel`][aioleader.kubernetes.PodRoleLabel]): told when a term
             starts, and waited for (bounded by RD/2) before the lock is released at its end.
     """
 
@@ -136,7 +136,7 @@ _OPTION_NAMES = frozenset(ElectionOptions.__annotations__)
 
 @dataclass(frozen=True)
 class ElectionConfig:
-    """One election's validated options. Built by :meth:`build`; read by the elector."""
+    """One election's validated options. Built by [`build()`][build]; read by the elector."""
 
     lock: Lock
     timing: Timing

@@ -5,13 +5,13 @@ wrong for a command whose user stares at an empty terminal. The CLI reports the 
 instead of every attempt: ``API unavailable (…); retrying`` when requests start failing,
 ``API available again`` when they succeed again.
 
-What counts as an answer differs by source, and :class:`ApiState` takes each as it comes:
+What counts as an answer differs by source, and [`ApiState`][ApiState] takes each as it comes:
 
-* :meth:`ApiState.failed`: a request failed (the elector's ``api_error`` metrics hook with a
+* [`ApiState.failed()`][ApiState.failed]: a request failed (the elector's ``api_error`` metrics hook with a
   ``transient`` or ``timeout`` kind; a failed probe).
-* :meth:`ApiState.answered`: a sure sign that the API answered: a renewal, a new term, a new
+* [`ApiState.answered()`][ApiState.answered]: a sure sign that the API answered: a renewal, a new term, a new
   leader observed, a lost compare-and-swap (the server said 409), a read of the lock.
-* :meth:`ApiState.probed`: the CLI's own read of the lock (through a second lock instance, so the
+* [`ApiState.probed()`][ApiState.probed]: the CLI's own read of the lock (through a second lock instance, so the
   elector's cached version is never touched) succeeded. It proves that the API server answers a
   GET, not that the election's own requests succeed (a server may fail only writes); so it counts
   only once the election has been quiet (no failure) for ``quiet`` seconds, longer than the
@@ -94,14 +94,14 @@ def error_text(error: BaseException | str) -> str:
 
 
 class ApiMonitor:
-    """Feeds :class:`ApiState` from an election and from probes, and prints its changes.
+    """Feeds [`ApiState`][ApiState] from an election and from probes, and prints its changes.
 
-    ``aioleader run`` passes it as ``metrics=`` of :func:`~aioleader.campaign` (it forwards
-    every call to ``inner``), calls :meth:`answered` from ``on_new_leader`` and runs
-    :meth:`probe` in a task, with a lock of its own (``probe_lock`` a factory: the elector's
-    lock caches the version it writes against). ``aioleader watch`` calls :meth:`answered` for
+    ``aioleader run`` passes it as ``metrics=`` of [`campaign()`][aioleader.campaign] (it forwards
+    every call to ``inner``), calls [`answered()`][answered] from ``on_new_leader`` and runs
+    [`probe()`][probe] in a task, with a lock of its own (``probe_lock`` a factory: the elector's
+    lock caches the version it writes against). ``aioleader watch`` calls [`answered()`][answered] for
     every record it observes and probes, through the observed lock itself, at once and after
-    ``idle`` seconds without an answer. A fatal error (:class:`~aioleader.ElectionError`) of a
+    ``idle`` seconds without an answer. A fatal error ([`ElectionError`][aioleader.ElectionError]) of a
     probe is raised with ``raise_fatal``, else reported like any failure (the election, not its
     observer, decides what is fatal).
     """

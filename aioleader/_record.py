@@ -10,7 +10,7 @@ Two encodings exist in the wild, and aioleader speaks both exactly as client-go 
 Readers are total: they read *any* JSON value of any field without raising. Times are any RFC 3339
 with 0–9 fractional digits. A missing or garbage field is read as absent, with one exception: a
 holder that is present but not a string (``5``, ``[]``, ``{}``), or a record that is not a JSON
-object, is read as held by :data:`UNPARSEABLE_HOLDER` - somebody we cannot name, waited out like
+object, is read as held by `UNPARSEABLE_HOLDER` - somebody we cannot name, waited out like
 any other holder, never free. Writers are exact.
 
 What counts as garbage, field by field:
@@ -24,7 +24,7 @@ What counts as garbage, field by field:
   cannot jam a lock for decades. Garbage reads as ``None``: the elector then waits its own lease
   duration.
 * transitions must be in ``0 .. 2**31 - 1`` (int32 too); garbage reads as 0.
-* times outside what :class:`~datetime.datetime` can hold (year 0, year 99999, an offset that
+* times outside what `datetime` can hold (year 0, year 99999, an offset that
   moves 9999-12-31 past the end) are garbage.
 """
 
@@ -234,7 +234,7 @@ def record_from_lease_spec(spec: object) -> LeaderElectionRecord:
 
     A missing or null spec, and a missing, null or ``""`` holder, read as a free lock, as client-go
     does. A spec that is not an object, or a holder that is not a string, reads as held by
-    :data:`UNPARSEABLE_HOLDER` (kube-apiserver cannot store either; whoever wrote it is waited
+    `UNPARSEABLE_HOLDER` (kube-apiserver cannot store either; whoever wrote it is waited
     out, never overrun). Every other field is read on its own: garbage is absent.
     """
     if spec is None:
@@ -307,13 +307,13 @@ def record_from_annotation(value: object) -> LeaderElectionRecord:
 
     * **Free** (an empty record): absent, ``""``, JSON ``null``, or an object whose
       ``holderIdentity`` is ``""`` or null - what client-go and the Python clients write.
-    * **Unparseable** (held by :data:`UNPARSEABLE_HOLDER`, nothing else read): text that is not
+    * **Unparseable** (held by `UNPARSEABLE_HOLDER`, nothing else read): text that is not
       JSON, JSON that is not an object, or a value that is not a string at all (kube-apiserver
       only stores strings, so it is corrupt).
     * **A record** otherwise, each field read on its own (garbage is absent; unmodelled fields
       are kept in ``extra``). An object *without* ``holderIdentity`` (no known writer omits it: a
       format we do not know, not evidence that the lock is free) or with a holder that is not a
-      string is held by :data:`UNPARSEABLE_HOLDER`, its other fields read as usual.
+      string is held by `UNPARSEABLE_HOLDER`, its other fields read as usual.
     """
     if value is None or value == "":
         return LeaderElectionRecord()

@@ -1,7 +1,7 @@
 """Keeping a term: the renew loop (fast path, slow path), the single-flight confirm, the release.
 
 The decisions (what a renewal writes, whether a fresh read is still ours, how long a request may
-take) are in :mod:`aioleader._decisions`; this module only sequences the requests.
+take) are in `aioleader._decisions`; this module only sequences the requests.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Semantic versions as kube-apiserver reads them (``github.com/blang/semver/v4``).
 
-Validation of a LeaseCandidate uses the strict :func:`parse` (``1.36.2``, ``1.36.0-rc.1``;
+Validation of a LeaseCandidate uses the strict [`parse()`][parse] (``1.36.2``, ``1.36.0-rc.1``;
 not ``1.36`` nor ``v1.36.2``); the election controller reads the stored versions with the
-lenient :func:`parse_tolerant` (a ``v`` prefix, two components, leading zeros) and compares them
-with :meth:`Version.compare` (build metadata ignored, a pre-release before its release).
+lenient [`parse_tolerant()`][parse_tolerant] (a ``v`` prefix, two components, leading zeros) and compares them
+with [`Version.compare()`][Version.compare] (build metadata ignored, a pre-release before its release).
 """
 
 from __future__ import annotations

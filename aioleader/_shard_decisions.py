@@ -1,19 +1,19 @@
 """The decisions of sharded leadership, on plain values (no I/O, no clock but ``now`` passed in).
 
-* :func:`shard_for` routes a key to a shard: SHA-256 of the key's UTF-8 bytes, the first 8 bytes
+* [`shard_for()`][shard_for] routes a key to a shard: SHA-256 of the key's UTF-8 bytes, the first 8 bytes
   of the digest read as a big-endian unsigned integer, modulo the number of shards. The same on
   every replica, every Python version and every aioleader version (never Python's ``hash()``,
   which is salted per process).
-* :func:`rendezvous_score` ranks members for a shard (highest random weight hashing): SHA-256 of
+* [`rendezvous_score()`][rendezvous_score] ranks members for a shard (highest random weight hashing): SHA-256 of
   ``"<shard>\\0<identity>"``, first 8 bytes, big-endian.
-* :func:`assign` splits the shards over the live members: every member gets ``floor(N/M)`` or
-  ``ceil(N/M)`` shards (the ``N mod M`` members that rank first by :func:`member_rank` get one
+* [`assign()`][assign] splits the shards over the live members: every member gets ``floor(N/M)`` or
+  ``ceil(N/M)`` shards (the ``N mod M`` members that rank first by [`member_rank()`][member_rank] get one
   more), and shards go to the members that score highest for them, greedily over all
   (score, shard, member) pairs from the highest down, each member up to its quota. It depends on
   the set of members only, so replicas that see the same members agree on the whole assignment
   without talking to each other, and a change of membership moves few shards (adding a member to
   M moves about ``N/(M+1)`` of them: its own quota, plus a few where quotas cascade).
-* :class:`MembershipView` judges which member locks are alive, as the elector judges a lease: on
+* [`MembershipView`][MembershipView] judges which member locks are alive, as the elector judges a lease: on
   the local time at which a record was seen to *change* plus the record's own lease duration
   (a lock first seen long after its last renewal is dead at once).
 """
@@ -138,7 +138,7 @@ def fair_share(shards: int, members: int) -> int:
 
 def quotas(shards: int, members: Iterable[str]) -> dict[str, int]:
     """How many shards each member gets: ``floor(N/M)``, plus one for the first ``N mod M``
-    members by :func:`member_rank`."""
+    members by [`member_rank()`][member_rank]."""
     ordered = sorted(set(members), key=lambda m: (member_rank(m), m))
     if not ordered:
         return {}
@@ -210,7 +210,7 @@ class MembershipView:
 
         ``age`` is how long ago the record says it was renewed, by our wall clock (``None`` if
         unknown). It only matters for a lock seen for the first time: one whose renewal is older
-        than its duration plus :data:`WALL_CLOCK_SKEW` is a member that died before we looked
+        than its duration plus [`WALL_CLOCK_SKEW`][WALL_CLOCK_SKEW] is a member that died before we looked
         (a pod gone for good leaves its lock behind), dead at once. Anything younger is waited
         out from now. Membership is not a safety decision (every shard is its own election), so
         a wall clock read here can cost a shard move, never a second leader.

@@ -1,6 +1,6 @@
 """``aioleader status --shards`` and ``aioleader watch --shards``: a shard group at a glance.
 
-One listing of the group's locks (:meth:`~aioleader.Lock.list_siblings` with the prefix
+One listing of the group's locks ([`list_siblings()`][aioleader.Lock.list_siblings] with the prefix
 ``<group>-``): the shard locks ``<group>-<index>`` and the membership locks
 ``<group>-member-...``. A member counts as live while its renewal (by this machine's wall clock;
 this is a display, not a decision) is younger than its lease duration.

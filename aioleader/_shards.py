@@ -1,22 +1,22 @@
 """Sharded leadership: ``N`` shards, one election each, shared fairly by the live replicas.
 
-Built on :func:`~aioleader.campaign` alone, so every shard keeps every guarantee of a single
+Built on [`campaign()`][aioleader.campaign] alone, so every shard keeps every guarantee of a single
 election (renew deadline, fencing token, cancellation awaited before a release); the decisions
-are in :mod:`aioleader._shard_decisions` (pure, plain values). One replica runs:
+are in `aioleader._shard_decisions` (pure, plain values). One replica runs:
 
 * its **membership election** on ``<group>-member-<identity slug>-<hash>``: the only candidate
   for that lock, it leads it while it is alive, so the live replicas are known from the locks
   alone (no extra component);
 * a **reconcile loop**: every ``retry_period / 2`` it lists the group's membership locks
-  (:meth:`~aioleader.Lock.list_siblings`), judges which are alive
-  (:class:`~aioleader._shard_decisions.MembershipView`), computes the assignment of all shards
-  over the live members (:func:`~aioleader._shard_decisions.assign`: the same on every replica
+  ([`list_siblings()`][aioleader.Lock.list_siblings]), judges which are alive
+  (`MembershipView`), computes the assignment of all shards
+  over the live members (`assign()`: the same on every replica
   that sees the same members) and campaigns for its own part only;
 * **one election per shard**, for the whole life of the group, *paused* unless the shard is
   assigned here. A paused election never takes the lock, but it keeps watching it (when the
   lock can be watched), so that when the shard is assigned here after its holder crashed, the
   election already knows when the holder last renewed and takes over exactly when the lease
-  expires. Giving a shard up is :meth:`~aioleader.Leadership.pause`: the term ends
+  expires. Giving a shard up is [`pause()`][aioleader.Leadership.pause]: the term ends
   ("stepped down"), its work is cancelled and awaited, then the lock is released and the new
   owner, watching it, takes it at once.
 """
@@ -113,7 +113,7 @@ class ShardStatistics:
 
 @final
 class Shards:
-    """The handle :func:`elect_shards` yields. Built by the library.
+    """The handle [`elect_shards()`][elect_shards] yields. Built by the library.
 
     ::
 
@@ -186,7 +186,7 @@ class Shards:
 
 
 class _Group:
-    """One replica's part in a shard group. Private: users hold a :class:`Shards`."""
+    """One replica's part in a shard group. Private: users hold a [`Shards`][Shards]."""
 
     def __init__(
         self,
@@ -546,13 +546,13 @@ def elect_shards(
         make_lock: builds this replica's lock for an object name (same kind, place and identity
             for every name): ``<group>-<index>`` for each shard, ``<group>-member-...`` for
             this replica's membership. The membership lock must support
-            :meth:`~aioleader.Lock.list_siblings` (LeaseLock, FileLock, MemoryLock do). The locks
+            [`list_siblings()`][aioleader.Lock.list_siblings] (LeaseLock, FileLock, MemoryLock do). The locks
             are closed when the block ends.
         group: the group's name, a DNS-1123 label (at most 63 characters).
         shards: the number of shards ``N`` (1..4096), the same on every replica. Keys map to
-            shards by :meth:`Shards.shard_for`, so changing ``N`` re-routes most keys.
+            shards by [`Shards.shard_for()`][Shards.shard_for], so changing ``N`` re-routes most keys.
         **options: each shard's election options (see
-            :class:`~aioleader.ElectionOptions`), except ``name`` and ``candidate``; ``timing``
+            [`ElectionOptions`][aioleader.ElectionOptions]), except ``name`` and ``candidate``; ``timing``
             also times the membership election. ``ready`` gates every shard.
 
     Every shard is a normal election (never two holders of one shard's term); each replica

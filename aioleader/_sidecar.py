@@ -17,7 +17,7 @@ The command's whole process tree is owned, not just its first process:
 Signals: SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGUSR2 are forwarded to the command's process
 group while it runs (the command decides: its exit ends the term, and the lock is released);
 while not leading, each of them stops the wrapper (released if held, exit 0). SIGUSR1 means "step
-down" (:meth:`~aioleader.Leadership.step_down`): a leader stops the command (SIGTERM, SIGKILL after
+down" ([`step_down()`][aioleader.Leadership.step_down]): a leader stops the command (SIGTERM, SIGKILL after
 the grace period), releases the lock so that another replica takes over at once, and exits with
 code 3 (the container restarts and campaigns again); a candidate that is not leading stays out of
 the race for the cooldown.

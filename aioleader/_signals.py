@@ -96,7 +96,7 @@ async def cancel_on_signals(
 
 @final
 class StopOnSignals:
-    """The block of :func:`stop_on_signals`; ``signal`` says which signal stopped it, if any."""
+    """The block of [`stop_on_signals()`][stop_on_signals]; ``signal`` says which signal stopped it, if any."""
 
     def __init__(self, signals: tuple[int, ...]) -> None:
         self._signals = _signals(signals)
@@ -168,7 +168,7 @@ def stop_on_signals(*signals: int) -> StopOnSignals:
     Handlers are installed on entry, for the signals named only, and the previous ones are put
     back on the first signal or on exit, whichever comes first: a second signal during a slow
     stop meets the process's previous disposition (by default SIGTERM ends it at once, without
-    a release; Ctrl+C raises ``KeyboardInterrupt``). See :func:`cancel_on_signals` for the
+    a release; Ctrl+C raises ``KeyboardInterrupt``). See [`cancel_on_signals()`][cancel_on_signals] for the
     task-group form. Works on asyncio and trio, in the main thread.
     """
     return StopOnSignals(signals)

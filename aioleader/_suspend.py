@@ -7,7 +7,7 @@ another candidate, whose clock did run, may already lead. Their difference is th
 suspended since boot; a term compares it with the value at its last renewal.
 
 On systems without ``CLOCK_BOOTTIME`` (macOS, Windows) this reads 0, and terms rely on the monotonic
-clock alone. Tests replace :func:`suspended_seconds` to simulate a suspend on a fake clock.
+clock alone. Tests replace [`suspended_seconds()`][suspended_seconds] to simulate a suspend on a fake clock.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Leader election locks stored in Kubernetes objects, through kubernetes_asyncio.
 
-:class:`LeaseLock` (a ``coordination.k8s.io/v1`` Lease) is the lock to use; it is what client-go,
-controller-runtime and kube-controller-manager use today. :class:`ConfigMapLock` and
-:class:`EndpointsLock` keep client-go's older annotation record, for interoperating with peers
-that still use it and for migrating them to a Lease (:class:`aioleader.locks.MultiLock`).
+[`LeaseLock`][LeaseLock] (a ``coordination.k8s.io/v1`` Lease) is the lock to use; it is what client-go,
+controller-runtime and kube-controller-manager use today. [`ConfigMapLock`][ConfigMapLock] and
+[`EndpointsLock`][EndpointsLock] keep client-go's older annotation record, for interoperating with peers
+that still use it and for migrating them to a Lease ([`aioleader.locks.MultiLock`][aioleader.locks.MultiLock]).
 
-:class:`PodRoleLabel` and :class:`LeaderEndpoints` are term hooks (``elect(..., hooks=[...])``)
+[`PodRoleLabel`][PodRoleLabel] and [`LeaderEndpoints`][LeaderEndpoints] are term hooks (``elect(..., hooks=[...])``)
 that route a Service's traffic to the leader alone: a role label on the leader's Pod, or the
 EndpointSlice of a selector-less Service.
-:class:`LeaseCandidate` makes an election on a LeaseLock *coordinated* (KEP-4355);
-:class:`Coordinator` (``aioleader coordinate``) elects for strategies kube-apiserver leaves alone.
+[`LeaseCandidate`][LeaseCandidate] makes an election on a LeaseLock *coordinated* (KEP-4355);
+[`Coordinator`][Coordinator] (``aioleader coordinate``) elects for strategies kube-apiserver leaves alone.
 """
 
 from .._exports import publish as _publish

@@ -4,7 +4,7 @@ leader election (KEP-4355), client-go's ``leasecandidate.go`` for anyio.
 In a coordinated election nobody races for the Lease: every candidate publishes a LeaseCandidate
 (its binary and emulation versions and a strategy), and an election controller (kube-apiserver's
 with ``OldestEmulationVersion``, ``aioleader coordinate`` with ``aioleader.dev/HighestPriority``)
-names the holder. :class:`LeaseCandidate` is what ``elect(lock, candidate=...)`` keeps while the
+names the holder. [`LeaseCandidate`][LeaseCandidate] is what ``elect(lock, candidate=...)`` keeps while the
 election runs:
 
 * **Published** before the election starts: the object is named after the lock's identity, in
@@ -21,10 +21,10 @@ election runs:
 * **Withdrawn** when the election ends: deleted (shielded, bounded by ``withdraw_timeout``),
   with the object's uid as a precondition so that a successor's object is never deleted.
 
-Every request goes through the lock's own client (:func:`~._object.client_of`), bounded, with
-errors translated at the same boundary as the lock's (:mod:`._errors`). Transient failures are
+Every request goes through the lock's own client (`client_of()`), bounded, with
+errors translated at the same boundary as the lock's (`._errors`). Transient failures are
 retried (backoff 0.5 s doubling to 5 s); fatal ones (403, a cluster without the v1beta1 API)
-raise :class:`~aioleader.ElectionError`, which ends the election. RBAC: ``get``, ``create``,
+raise [`ElectionError`][aioleader.ElectionError], which ends the election. RBAC: ``get``, ``create``,
 ``update``, ``delete``, ``list`` and ``watch`` on ``leasecandidates.coordination.k8s.io``.
 """
 
@@ -114,7 +114,7 @@ def _now() -> datetime:
 @final
 class LeaseCandidate:
     """This process's candidacy in a coordinated election; pass it as ``elect(lock,
-    candidate=...)`` with a :class:`~aioleader.kubernetes.LeaseLock` (see the module docstring).
+    candidate=...)`` with a [`LeaseLock`][aioleader.kubernetes.LeaseLock] (see the module docstring).
 
     Synopsis::
 
@@ -130,8 +130,8 @@ class LeaseCandidate:
     emulation version, then the oldest binary version, leads; it needs ``emulation_version``) or
     a third-party strategy such as ``"aioleader.dev/HighestPriority"`` (``aioleader coordinate``:
     the highest ``priority`` leads). ``priority`` is written as the label
-    :data:`PRIORITY_LABEL`; ``labels`` go on the object too. Everything is checked here
-    (:class:`ValueError` naming the argument); the lock is checked when the election starts.
+    `PRIORITY_LABEL`; ``labels`` go on the object too. Everything is checked here
+    (`ValueError` naming the argument); the lock is checked when the election starts.
     """
 
     def __init__(
@@ -201,11 +201,11 @@ class LeaseCandidate:
 
     async def keep(self, lock: Lock, *, task_status: TaskStatus[None]) -> None:
         """Publish the candidate for ``lock``, signal ``task_status.started()``, answer pings and
-        re-renew until cancelled, then withdraw it (the :class:`~aioleader.Candidacy` protocol).
+        re-renew until cancelled, then withdraw it (the [`Candidacy`][aioleader.Candidacy] protocol).
 
-        Raises :class:`ValueError` for a lock this candidacy cannot go with (not a
-        :class:`LeaseLock`, an identity that is not an object name) and
-        :class:`~aioleader.ElectionError` for what retrying cannot fix (403, no v1beta1 API).
+        Raises `ValueError` for a lock this candidacy cannot go with (not a
+        [`LeaseLock`][LeaseLock], an identity that is not an object name) and
+        [`ElectionError`][aioleader.ElectionError] for what retrying cannot fix (403, no v1beta1 API).
         """
         keeper = _Keeper(self, lock)
         try:
@@ -473,7 +473,7 @@ class _Keeper:
 @final
 @dataclass(frozen=True)
 class CandidateStatus:
-    """One LeaseCandidate as :func:`list_lease_candidates` reads it."""
+    """One LeaseCandidate as [`list_lease_candidates()`][list_lease_candidates] reads it."""
 
     identity: str
     lease_name: str
@@ -507,8 +507,8 @@ async def list_lease_candidates(
 ) -> list[CandidateStatus]:
     """The LeaseCandidates of ``lock``'s Lease (``spec.leaseName``), in its namespace, by name.
 
-    Raises :class:`~aioleader.ElectionError` naming the feature gate on a cluster without the
-    v1beta1 API, :class:`~aioleader.LockError` for transient failures. Needs ``list`` on
+    Raises [`ElectionError`][aioleader.ElectionError] naming the feature gate on a cluster without the
+    v1beta1 API, [`LockError`][aioleader.LockError] for transient failures. Needs ``list`` on
     ``leasecandidates``.
     """
     if not isinstance(lock, LeaseLock):

@@ -1,21 +1,21 @@
 """The request path of the Kubernetes locks: the API client, bounded requests and streams.
 
 * **Client ownership.** A lock given an ``ApiClient`` borrows it and never closes it. A lock given
-  none loads the in-cluster or kubeconfig configuration on first use (:mod:`._config`), owns the
-  client it builds and closes it in :meth:`KubeClient.aclose`.
+  none loads the in-cluster or kubeconfig configuration on first use (`._config`), owns the
+  client it builds and closes it in `KubeClient.aclose()`.
 * **Bounded requests.** kubernetes_asyncio waits forever by default. Every request here carries an
-  aiohttp total timeout *and* runs under :func:`anyio.fail_after` with the same budget, so neither a
+  aiohttp total timeout *and* runs under `anyio.fail_after()` with the same budget, so neither a
   hung socket nor a hung credential plugin can hold the elector past its renew deadline.
-* **Cheap requests.** The hot requests (:meth:`KubeClient.send`: get, create and update of the
-  lock's object) take the lean path of :mod:`._transport`: a body the lock serialized itself,
+* **Cheap requests.** The hot requests ([`KubeClient.send()`][KubeClient.send]: get, create and update of the
+  lock's object) take the lean path of `._transport`: a body the lock serialized itself,
   sent on a connection pool kept for lease traffic, with the client's configuration and
   credentials. The others (lists, watches, Events) go through kubernetes_asyncio with
   ``_preload_content=False``: we get aiohttp's response, read the body and parse the JSON
-  ourselves (:mod:`._reply`), skipping the generated models (which would also re-serialize
+  ourselves (`._reply`), skipping the generated models (which would also re-serialize
   ``MicroTime`` fields with ``isoformat()``, a format kube-apiserver rejects).
-* **Errors.** A request that gets no reply raises :class:`~aioleader.LockError` through
-  :func:`~._errors.transport_errors`, the one place transport failures are translated; a reply is
-  returned whatever its status, for the lock to judge with :func:`~._errors.error_for`.
+* **Errors.** A request that gets no reply raises [`LockError`][aioleader.LockError] through
+  `transport_errors()`, the one place transport failures are translated; a reply is
+  returned whatever its status, for the lock to judge with `error_for()`.
 
 Only this package imports kubernetes_asyncio and aiohttp, and they are asyncio-only: the Kubernetes
 locks run on anyio's asyncio backend.
@@ -44,7 +44,7 @@ __all__ = ["DEFAULT_TIMEOUT", "KubeClient", "Send", "read_reply"]
 #: is how a leader keeps "leading" through a partition.
 DEFAULT_TIMEOUT: Final = 10.0
 
-#: What a lock passes to :meth:`KubeClient.request`: start one API call on the given client with
+#: What a lock passes to [`KubeClient.request()`][KubeClient.request]: start one API call on the given client with
 #: ``_preload_content=False`` and the given ``_request_timeout``, returning aiohttp's response.
 Send = Callable[[Any, aiohttp.ClientTimeout], Awaitable[aiohttp.ClientResponse]]
 
@@ -85,11 +85,11 @@ class KubeClient:
         *,
         timeout: float | None,
     ) -> Reply:
-        """One request on the lease pool (:mod:`._transport`): ``method`` on ``path`` (from the
+        """One request on the lease pool (`._transport`): ``method`` on ``path`` (from the
         server's root) with the JSON ``body``, bounded by ``timeout`` seconds
-        (:data:`DEFAULT_TIMEOUT` if ``None``).
+        ([`DEFAULT_TIMEOUT`][DEFAULT_TIMEOUT] if ``None``).
 
-        Returns the reply whatever its status; raises as :meth:`request` does.
+        Returns the reply whatever its status; raises as [`request()`][request] does.
         """
         seconds, client_timeout = _bound(verb, ref, timeout)
         if client_timeout is None:
@@ -123,10 +123,10 @@ class KubeClient:
         *,
         timeout: float | None,
     ) -> Reply:
-        """Run one API call bounded by ``timeout`` seconds (:data:`DEFAULT_TIMEOUT` if ``None``).
+        """Run one API call bounded by ``timeout`` seconds ([`DEFAULT_TIMEOUT`][DEFAULT_TIMEOUT] if ``None``).
 
-        Returns the reply whatever its status; raises :class:`LockError` if there is none (timeout,
-        connection refused or reset, TLS failure, …) and :class:`ElectionError` if no client can
+        Returns the reply whatever its status; raises [`LockError`][LockError] if there is none (timeout,
+        connection refused or reset, TLS failure, …) and [`ElectionError`][ElectionError] if no client can
         be configured.
         """
         seconds, client_timeout = _bound(verb, ref, timeout)
@@ -159,11 +159,11 @@ class KubeClient:
         The caller owns the response, whatever its status, and must ``close()`` it. A stream
         lives as long as the server keeps it open, so there is no total timeout: aiohttp bounds
         connecting by ``sock_connect`` and every read, the headers included, by ``sock_read``
-        (a silent stream fails with a timeout). :func:`anyio.fail_after` with their sum is the
-        backstop for the opening, as in :meth:`request` (credential plugins can hang).
+        (a silent stream fails with a timeout). `anyio.fail_after()` with their sum is the
+        backstop for the opening, as in [`request()`][request] (credential plugins can hang).
 
-        Raises :class:`LockError` if no response arrives (its ``__cause__`` is a
-        :class:`TimeoutError` when the server stayed silent) and :class:`ElectionError` if no
+        Raises [`LockError`][LockError] if no response arrives (its ``__cause__`` is a
+        `TimeoutError` when the server stayed silent) and [`ElectionError`][ElectionError] if no
         client can be configured.
         """
         client_timeout = aiohttp.ClientTimeout(
@@ -205,8 +205,8 @@ def _bound(
 async def read_reply(
     verb: str, ref: ObjectRef, response: aiohttp.ClientResponse, *, timeout: float
 ) -> Reply:
-    """Read the rest of a response opened by :meth:`KubeClient.open_stream` (an error reply)
-    within ``timeout`` seconds. The caller still closes the response. Raises :class:`LockError`
+    """Read the rest of a response opened by [`KubeClient.open_stream()`][KubeClient.open_stream] (an error reply)
+    within ``timeout`` seconds. The caller still closes the response. Raises [`LockError`][LockError]
     if the body cannot be read."""
     with transport_errors(verb, ref, timeout, waiting_for="the reply was not read"):
         with anyio.fail_after(timeout):

@@ -1,6 +1,6 @@
 """Building an ``ApiClient`` when a lock is given none: in-cluster, else the kubeconfig.
 
-Failing here is fatal (:class:`~aioleader.ElectionError`): no retry finds a configuration that is
+Failing here is fatal ([`ElectionError`][aioleader.ElectionError]): no retry finds a configuration that is
 not there. The environment is read at each call, not at import time.
 """
 
@@ -56,7 +56,7 @@ async def load_api_client() -> Any:
     else for ``$KUBECONFIG`` (or ``~/.kube/config``). A fresh ``Configuration``: the process-wide
     default that kubernetes_asyncio's loaders would otherwise set is left alone.
 
-    Raises :class:`~aioleader.ClusterConfigError` (fatal) if there is no usable configuration.
+    Raises [`ClusterConfigError`][aioleader.ClusterConfigError] (fatal) if there is no usable configuration.
     """
     configuration = Configuration()
     config_file, source = _config_source()

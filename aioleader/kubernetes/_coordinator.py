@@ -3,13 +3,13 @@ kube-apiserver leaves to third parties (KEP-4355), itself leader-elected.
 
 kube-apiserver's controller only elects with ``OldestEmulationVersion``; a Lease whose
 candidates ask for another strategy gets that ``strategy`` and no holder, and waits for a
-controller that knows it. :class:`Coordinator` is one: it decides with the same pure election
-step as kube-apiserver (:func:`aioleader._coordination.election_step`: ping the candidates, wait
+controller that knows it. [`Coordinator`][Coordinator] is one: it decides with the same pure election
+step as kube-apiserver (`aioleader._coordination.election_step()`: ping the candidates, wait
 for their answers, pick, assign a free or expired Lease, name a better candidate as
-``preferredHolder``), with its own strategies, by default :data:`HIGHEST_PRIORITY`
+``preferredHolder``), with its own strategies, by default [`HIGHEST_PRIORITY`][HIGHEST_PRIORITY]
 (``aioleader.dev/HighestPriority``: the highest ``aioleader.dev/priority`` label leads).
 
-Only one instance acts: the coordinator campaigns with :func:`aioleader.elect` on its own
+Only one instance acts: the coordinator campaigns with [`aioleader.elect()`][aioleader.elect] on its own
 Lease and reconciles only inside its term (cancelled with it). While leading it makes one pass
 every ``interval`` seconds over the namespace's LeaseCandidates: for every Lease they name whose
 strategy (the newest binary version's) is one of its own, it reads the Lease, runs one election
@@ -17,7 +17,7 @@ step and writes what the step says (pings as candidate updates, the Lease as a c
 compare-and-swap update). A conflict is left for the next pass, which reads again.
 
 Adding a strategy is a pure function from the candidates that answered to the one that should
-lead (:data:`aioleader._coordination.Strategy`), registered under a qualified name::
+lead (`aioleader._coordination.Strategy`), registered under a qualified name::
 
     def lowest_name(candidates):
         return min(candidates, key=lambda c: c["metadata"]["name"], default=None)

@@ -19,8 +19,8 @@ class EndpointsLock(AnnotationLock):
         async with lock, elect(lock) as leadership:
             ...
 
-    **Prefer** :class:`~aioleader.kubernetes.LeaseLock`; this lock exists only to interoperate
-    with old peers and to migrate them (see :class:`~aioleader.locks.MultiLock`). Endpoints are
+    **Prefer** [`LeaseLock`][aioleader.kubernetes.LeaseLock]; this lock exists only to interoperate
+    with old peers and to migrate them (see [`MultiLock`][aioleader.locks.MultiLock]). Endpoints are
     service discovery: kube-proxy on every node, CoreDNS, ingress controllers and service meshes
     watch them, so every renewal (every retry period) of an Endpoints lock wakes all of them,
     cluster-wide, for nothing. A Lease is purpose-built, the cheapest object to store and watch,
@@ -28,13 +28,13 @@ class EndpointsLock(AnnotationLock):
     are deprecated in favour of EndpointSlices (the API server may answer with a deprecation
     warning).
 
-    The record and the semantics are those of :class:`~aioleader.kubernetes.ConfigMapLock`:
+    The record and the semantics are those of [`ConfigMapLock`][aioleader.kubernetes.ConfigMapLock]:
     client-go's JSON in the annotation ``control-plane.alpha.kubernetes.io/leader``, one PUT of
     the cached object per renewal with only the annotation replaced (``subsets`` and everything
     else are sent back untouched), the cached ``resourceVersion`` as the compare-and-swap.
     Renewing a deleted Endpoints object fails on its cached ``uid`` (409) rather than
     resurrecting it. Requires the RBAC verbs ``get``, ``create`` and ``update`` on ``endpoints``, and
-    ``list`` and ``watch`` for followers to watch it (:meth:`watch`; without them they poll).
+    ``list`` and ``watch`` for followers to watch it (`watch()`; without them they poll).
     """
 
     kind: ClassVar[str] = "Endpoints"

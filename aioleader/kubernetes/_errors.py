@@ -2,12 +2,12 @@
 
 Two boundaries, as httpcore's ``map_exceptions``:
 
-* **No reply** (:func:`transport_errors`): a timeout, a refused or reset connection, a TLS
+* **No reply** ([`transport_errors()`][transport_errors]): a timeout, a refused or reset connection, a TLS
   failure, kubernetes_asyncio's ``ApiException`` (status 0 included), a failing credential
-  refresh. All are :class:`~aioleader.LockError` (transient), raised ``from`` the original.
-* **A reply that says no** (:func:`error_for`): the status-to-exception table.
+  refresh. All are [`LockError`][aioleader.LockError] (transient), raised ``from`` the original.
+* **A reply that says no** ([`error_for()`][error_for]): the status-to-exception table.
 
-A reply whose body is not the JSON expected is decided in :mod:`._reply`.
+A reply whose body is not the JSON expected is decided in `._reply`.
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ __all__ = ["error_for", "transport_errors"]
 def transport_errors(
     verb: str, ref: ObjectRef, seconds: float, *, waiting_for: str = "no response"
 ) -> Iterator[None]:
-    """Translate what can go wrong before a reply is in hand into :class:`LockError`.
+    """Translate what can go wrong before a reply is in hand into [`LockError`][LockError].
 
-    A :class:`TimeoutError` (anyio's ``fail_after``, aiohttp's timeouts) reads
+    A `TimeoutError` (anyio's ``fail_after``, aiohttp's timeouts) reads
     ``cannot <verb> <ref>: <waiting_for> within <seconds> s``; everything else names the
     exception. ``ConfigException`` here comes from refreshing credentials (an empty token file
     during rotation, a failing exec plugin): worth retrying, unlike failing to load any
-    configuration (:mod:`._config`, fatal).
+    configuration (`._config`, fatal).
     """
     try:
         yield
@@ -79,13 +79,13 @@ def error_for(verb: str, ref: ObjectRef, reply: Reply) -> AioleaderError:
     """Translate a non-2xx reply to ``verb`` on ``ref`` into the aioleader exception to raise.
 
     ======================================  ===========================================
-    401 Unauthorized                        :class:`ElectionError` (credentials are bad)
-    403 Forbidden                           :class:`ForbiddenError` (RBAC; fatal)
-    404 without a Status body               :class:`ElectionError`: the path is not served
-    404 on update                           :class:`LockConflict`: deleted under us
-    404 otherwise (create: no namespace)    :class:`LockError`
-    409 Conflict / AlreadyExists            :class:`LockConflict`
-    400, 422 and anything else              :class:`LockError`
+    401 Unauthorized                        [`ElectionError`][ElectionError] (credentials are bad)
+    403 Forbidden                           [`ForbiddenError`][ForbiddenError] (RBAC; fatal)
+    404 without a Status body               [`ElectionError`][ElectionError]: the path is not served
+    404 on update                           [`LockConflict`][LockConflict]: deleted under us
+    404 otherwise (create: no namespace)    [`LockError`][LockError]
+    409 Conflict / AlreadyExists            [`LockConflict`][LockConflict]
+    400, 422 and anything else              [`LockError`][LockError]
     ======================================  ===========================================
 
     400 and 422 are not fatal although retrying the same request cannot succeed: the elector's

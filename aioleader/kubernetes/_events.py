@@ -3,7 +3,7 @@
 client-go's locks report every transition as a core/v1 Event on the lock object: type ``Normal``,
 reason ``LeaderElection``, message ``"<identity> became leader"`` or ``"<identity> stopped
 leading"``, so that ``kubectl describe lease NAME`` and ``kubectl get events`` show who led when.
-:class:`EventRecorder` writes the same Event (``tools/record``'s ``makeEvent``): the name
+[`EventRecorder`][EventRecorder] writes the same Event (``tools/record``'s ``makeEvent``): the name
 ``<lock name>.<hex nanoseconds>``, ``involvedObject`` referring to the lock object as last read or
 written (kind, namespace, name, uid, apiVersion, resourceVersion), ``source.component`` and
 ``reportingComponent`` the candidate's identity, ``firstTimestamp = lastTimestamp = now`` in RFC 3339
@@ -17,9 +17,9 @@ Events are best effort, by design:
 * **Never raise.** Every failure - 403 (RBAC for events is often missing), 422, 5xx, a timeout, a
   closed client - is logged at DEBUG on the ``aioleader`` logger and dropped; client-go drops
   events the server rejects, too.
-* **Never block long.** One call is bounded by ``timeout`` (:data:`DEFAULT_EVENT_TIMEOUT` if
+* **Never block long.** One call is bounded by ``timeout`` ([`DEFAULT_EVENT_TIMEOUT`][DEFAULT_EVENT_TIMEOUT] if
   ``None``), waiting for an earlier event included.
-* **Never delay a renewal.** The elector calls :meth:`~aioleader.kubernetes.LeaseLock.record_event`
+* **Never delay a renewal.** The elector calls `record_event()`
   in a task of its own, and the recorder shares nothing with the lock's requests but the
   ``ApiClient``: it reads the cached object (replaced whole, never mutated) and writes nothing back.
 * **Survive shutdown.** The call runs shielded (and bounded), so that the "stopped leading" Event of
@@ -47,7 +47,7 @@ __all__ = ["DEFAULT_EVENT_TIMEOUT", "EVENT_REASON", "EventRecorder"]
 
 logger = logging.getLogger("aioleader")
 
-#: The bound of one :meth:`EventRecorder.record` made with ``timeout=None``, in seconds. An Event
+#: The bound of one [`EventRecorder.record()`][EventRecorder.record] made with ``timeout=None``, in seconds. An Event
 #: POST takes milliseconds on a healthy API server; on an unhealthy one it is not worth waiting for.
 DEFAULT_EVENT_TIMEOUT: Final = 2.0
 
@@ -80,7 +80,7 @@ class EventRecorder:
 
     ``kind`` and ``api_version`` name the lock object's type (``Lease``,
     ``coordination.k8s.io/v1``); ``component`` is the Event's source (the candidate's identity).
-    ``enabled=False`` makes :meth:`record` a no-op that sends nothing.
+    ``enabled=False`` makes [`record()`][record] a no-op that sends nothing.
     """
 
     def __init__(

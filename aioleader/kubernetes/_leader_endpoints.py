@@ -98,7 +98,7 @@ class LeaderEndpoints(ConvergingHook):
     RBAC: ``get`` and ``update`` on ``endpointslices`` (group ``discovery.k8s.io``) with
     ``resourceNames: [<slice>]``, the one object; plus ``create`` (which ``resourceNames``
     cannot restrict) unless the slice is created beforehand. Failures are retried and reported
-    as for :class:`~aioleader.kubernetes.PodRoleLabel`; they never end a term.
+    as for [`PodRoleLabel`][aioleader.kubernetes.PodRoleLabel]; they never end a term.
     """
 
     def __init__(

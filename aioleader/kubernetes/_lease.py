@@ -30,7 +30,7 @@ class LeaseLock(ObjectLock):
     ``api_client`` is a kubernetes_asyncio ``ApiClient`` the lock borrows (it is never closed by
     the lock). Without one, the lock loads the in-cluster configuration if
     ``KUBERNETES_SERVICE_HOST`` is set, else ``$KUBECONFIG`` / ``~/.kube/config``, on first use,
-    and closes the client it built in :meth:`aclose`.
+    and closes the client it built in `aclose()`.
 
     ``labels``, ``annotations`` and ``owner_references`` are written on the Lease when this lock
     creates it (for ownership, cleanup and ``kubectl get leases -l ...``; an owner reference to
@@ -42,7 +42,7 @@ class LeaseLock(ObjectLock):
     ``create=False``: the lock never creates the Lease, which must be created beforehand (RBAC
     ``resourceNames`` cannot restrict ``create``, so this is what allows a Role that names the
     one Lease). While it is missing, every acquisition attempt fails with
-    :class:`~aioleader.LockNotFound`, retried every retry period, shown in the election's
+    [`LockNotFound`][aioleader.LockNotFound], retried every retry period, shown in the election's
     ``statistics().last_error`` and logged at WARNING once (again after each reappearance
     and disappearance); nothing crashes.
 
@@ -57,7 +57,7 @@ class LeaseLock(ObjectLock):
     one PUT carrying the cached ``resourceVersion``; kube-apiserver refuses it with 409 if anybody
     wrote in between, which is the whole of the election's safety. Requires the RBAC verbs
     ``get``, ``create`` (unless ``create=False``) and ``update`` on ``leases`` in the namespace (and ``list`` and ``watch``
-    for followers to watch it, see :meth:`watch`).
+    for followers to watch it, see `watch()`).
 
     The lock runs on anyio's asyncio backend (kubernetes_asyncio uses aiohttp).
     """

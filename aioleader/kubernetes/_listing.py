@@ -1,6 +1,6 @@
 """Listing Leases: an application's by label (``aioleader status -l SELECTOR``), and a lock's
-siblings by name prefix (:meth:`LeaseLock.list_siblings`, which
-:func:`~aioleader.elect_shards` uses to discover the other replicas' membership locks: one LIST
+siblings by name prefix ([`LeaseLock.list_siblings()`][LeaseLock.list_siblings], which
+[`elect_shards()`][aioleader.elect_shards] uses to discover the other replicas' membership locks: one LIST
 of the namespace's Leases, filtered by name on our side, since a field selector cannot match a
 prefix). Both need the RBAC verb ``list`` on ``leases``."""
 
@@ -76,7 +76,7 @@ async def list_by_prefix(
 ) -> dict[str, Observed]:
     """The objects of the collection at ``path`` (``ref``'s namespace and kind) whose name starts
     with ``prefix``, decoded by ``decode``: name -> record. One GET on the lock's own request
-    path; raises :class:`LockError` (transient) or :class:`~aioleader.ElectionError` (e.g. 403)
+    path; raises [`LockError`][LockError] (transient) or [`ElectionError`][aioleader.ElectionError] (e.g. 403)
     like every other request of the lock."""
     listing = ObjectRef(group=ref.group, plural=ref.plural, namespace=ref.namespace, name="")
     reply = await client.send("list", listing, "GET", path, timeout=timeout)

@@ -1,6 +1,6 @@
 """Checks of what a user passes to a Kubernetes lock, as kube-apiserver would check it.
 
-Everything here raises :class:`ValueError` naming the argument and what is wrong, at construction:
+Everything here raises `ValueError` naming the argument and what is wrong, at construction:
 the locks write labels and annotations only on create, so a 422 later would surface as a transient
 error on every acquisition attempt instead.
 """
@@ -44,7 +44,7 @@ def default_identity() -> str:
 
 
 def check_identity(identity: str | None) -> str:
-    """The identity to use: ``identity`` itself, or :func:`default_identity` when it is ``None``."""
+    """The identity to use: ``identity`` itself, or [`default_identity()`][default_identity] when it is ``None``."""
     if identity is None:
         return default_identity()
     if not isinstance(identity, str) or not identity:

@@ -51,14 +51,14 @@ class PodRoleLabel(ConvergingHook):
     can restrict to the Pod's name only if the Pod's name is known in advance, e.g. in a
     StatefulSet; otherwise ``patch`` on ``pods`` in the namespace). A failed patch is retried
     (backoff from ``backoff_initial`` to ``backoff_max`` seconds, each request bounded by
-    ``timeout``), logged, counted (``metrics``: :meth:`~aioleader.ElectionMetrics.hook_failed`),
-    recorded as an Event on the lock and shown by :meth:`problem` (and so in the election's
+    ``timeout``), logged, counted (``metrics``: [`hook_failed()`][aioleader.ElectionMetrics.hook_failed]),
+    recorded as an Event on the lock and shown by `problem()` (and so in the election's
     ``statistics().hook_problems``); it never ends a term. A 401, 403 or missing Pod at start-up
-    is a configuration mistake and ends the election with :class:`~aioleader.ElectionError`.
+    is a configuration mistake and ends the election with [`ElectionError`][aioleader.ElectionError].
 
     The Pod is ``pod`` in ``namespace``; by default ``$POD_NAME`` and ``$POD_NAMESPACE`` (the
     Downward API) or the service account's namespace. The API client is the lock's
-    (a :class:`~aioleader.kubernetes.LeaseLock` or another Kubernetes lock) unless
+    (a [`LeaseLock`][aioleader.kubernetes.LeaseLock] or another Kubernetes lock) unless
     ``api_client`` is given.
     """
 

@@ -1,14 +1,14 @@
 """What the Kubernetes term hooks share: who this Pod is, and a loop that converges an object to
 the state the elector wants, retrying with backoff and reporting failures.
 
-A hook (:class:`~aioleader.kubernetes.PodRoleLabel`, :class:`~aioleader.kubernetes.LeaderEndpoints`)
-says how to apply one state (:meth:`ConvergingHook._apply`: leading or standby); this module says
+A hook ([`PodRoleLabel`][aioleader.kubernetes.PodRoleLabel], [`LeaderEndpoints`][aioleader.kubernetes.LeaderEndpoints])
+says how to apply one state (`ConvergingHook._apply()`: leading or standby); this module says
 when: the standby state once at start-up (which clears what a crashed process left), then each
-state the elector asks for (:meth:`~aioleader.TermHook.want`) until it is applied. A failure is
+state the elector asks for ([`want()`][aioleader.TermHook.want]) until it is applied. A failure is
 retried (exponential backoff from ``backoff_initial`` to ``backoff_max``, at once when the wanted
 state changes), logged at WARNING once per streak, counted
-(:meth:`~aioleader.ElectionMetrics.hook_failed`), recorded as an Event on the lock object and
-reported by :meth:`~ConvergingHook.problem` (which the election's health and statistics show).
+([`hook_failed()`][aioleader.ElectionMetrics.hook_failed]), recorded as an Event on the lock object and
+reported by `problem()` (which the election's health and statistics show).
 Nothing here ever ends a term: the elector bounds its wait for the standby state by RD/2.
 """
 
@@ -84,10 +84,10 @@ def _positive(value: float, argument: str) -> float:
 
 
 class ConvergingHook(ABC):
-    """A :class:`~aioleader.TermHook` that keeps one Kubernetes object at the wanted state.
+    """A [`TermHook`][aioleader.TermHook] that keeps one Kubernetes object at the wanted state.
 
-    Subclasses implement :meth:`_apply` (one attempt, raising :class:`~aioleader.AioleaderError`
-    on failure) and :meth:`_describe` (what the hook keeps, for messages).
+    Subclasses implement `_apply()` (one attempt, raising [`AioleaderError`][aioleader.AioleaderError]
+    on failure) and `_describe()` (what the hook keeps, for messages).
     """
 
     def __init__(
@@ -127,7 +127,7 @@ class ConvergingHook(ABC):
 
     @abstractmethod
     async def _apply(self, client: KubeClient, leading: bool, term: Term | None) -> None:
-        """One attempt at the state (bounded by :attr:`_timeout` per request)."""
+        """One attempt at the state (bounded by `_timeout` per request)."""
 
     @abstractmethod
     def _describe(self) -> str:
@@ -137,7 +137,7 @@ class ConvergingHook(ABC):
 
     async def run(self, lock: Lock, *, task_status: TaskStatus[None]) -> None:
         """Apply the standby state once (a 401/403 or a missing object here is fatal, raised as
-        :class:`~aioleader.ElectionError`: a configuration mistake), then follow the elector's
+        [`ElectionError`][aioleader.ElectionError]: a configuration mistake), then follow the elector's
         wishes until cancelled."""
         client = self._bind(lock)
         self._name = lock.describe()

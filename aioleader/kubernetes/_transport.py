@@ -149,8 +149,8 @@ class LeaseTransport:
         credentials, the wait for a connection, the exchange, the caller's read of the body)
         within ``seconds``; the caller reads and releases the response. ``urls`` is the caller's
         cache of parsed URLs (by server and path: parsing one costs more than building the
-        request body). Raises what aiohttp raises (:class:`TimeoutError` past the bound),
-        :class:`ClientClosed` if the client was closed, and whatever the credential hook
+        request body). Raises what aiohttp raises (`TimeoutError` past the bound),
+        [`ClientClosed`][ClientClosed] if the client was closed, and whatever the credential hook
         raises."""
         user_session = api_client.rest_client.pool_manager
         if user_session.closed:

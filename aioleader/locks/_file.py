@@ -14,18 +14,18 @@ Design decisions (the why is in the comments where they are made):
 
 * **No lock is ever held.** The compare-and-swap of version N is the exclusive creation of
   version N + 1: the new record is written to a temporary file in the directory, fsynced, and
-  hard-linked (:func:`os.link`) to the next version's name, which fails with ``EEXIST`` if
+  hard-linked (`os.link()`) to the next version's name, which fails with ``EEXIST`` if
   another candidate took it first. A link is atomic and shows a complete, durable file or
   nothing. No candidate ever waits for another, so a candidate stopped (SIGSTOP, a frozen VM
   thread) or killed at any point of a write cannot stall anybody.
 * **Verified after the link.** A successful link is only a successful write if no higher
   version exists and the version it was based on is still there (a stale writer may re-create a
   version that was collected, or the lock may have been deleted): otherwise the write reports
-  :class:`~aioleader.LockConflict` and removes its own file. Readers take the highest version,
+  [`LockConflict`][aioleader.LockConflict] and removes its own file. Readers take the highest version,
   so such a file was never the record while a higher one existed.
 * **Crash-safe.** A crash at any point leaves the old record or the new one, never a torn one,
   plus perhaps a temporary file (collected once it is a minute old). Readers need no lock.
-* **Unreadable content is held by an unknown holder.** See :class:`FileLock`.
+* **Unreadable content is held by an unknown holder.** See [`FileLock`][FileLock].
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ API_VERSION: Final = "aioleader/v1"
 KIND: Final = "FileLease"
 
 #: Files larger than this are not lock records (a record is a few hundred bytes): a version file
-#: that large is read (its first bytes only) as unreadable, held by :data:`UNPARSEABLE_HOLDER`.
+#: that large is read (its first bytes only) as unreadable, held by `UNPARSEABLE_HOLDER`.
 MAX_FILE_SIZE: Final = 64 * 1024
 
 #: How many of the newest versions a successful write leaves in place; older ones are removed.
@@ -159,42 +159,42 @@ class FileLock(Lock):
 
     ``path`` is made absolute (against the current directory) when the lock is built. It names a
     directory that FileLock creates on the first write and that holds the record's versions
-    (see :mod:`aioleader.locks._file`); its *parent* must exist and be writable: FileLock does not
+    (see `aioleader.locks._file`); its *parent* must exist and be writable: FileLock does not
     create it, because a typo in a path should fail loudly rather than quietly give each process
     its own lock. Never put anything else in that directory, and do not delete it while
     candidates run (a deletion is noticed as one, like a deleted Lease).
 
     Semantics are those of a Lease: ``get`` returns ``None`` while no version exists; ``create``
-    fails with :class:`~aioleader.LockConflict` if one does (whatever it holds); ``update`` is a
+    fails with [`LockConflict`][aioleader.LockConflict] if one does (whatever it holds); ``update`` is a
     compare-and-swap against the version this handle last read or wrote and fails with
-    :class:`~aioleader.LockConflict` if anybody wrote since. ``metadata.resourceVersion`` is the
+    [`LockConflict`][aioleader.LockConflict] if anybody wrote since. ``metadata.resourceVersion`` is the
     version's number, incremented by every write.
 
     **Nothing can stall it.** No candidate holds a lock or waits for another: the swap is the
     exclusive creation of the next version (a hard link), so a candidate stopped (SIGSTOP) or
     killed in the middle of a write leaves at most an unused temporary file, and the others go on
     at once. If it was the leader, it simply stops renewing: the others take over once its lease
-    expires, and when it resumes, its write fails with :class:`~aioleader.LockConflict`.
+    expires, and when it resumes, its write fails with [`LockConflict`][aioleader.LockConflict].
 
     **Unreadable versions** (empty, not JSON, JSON that is not a FileLease record of that
-    version, not a regular file, larger than :data:`MAX_FILE_SIZE` - written by something else,
+    version, not a regular file, larger than `MAX_FILE_SIZE` - written by something else,
     or left by a filesystem that lost data in a crash) must neither make two leaders nor jam the
-    lock. ``get`` reads one as held by :data:`UNPARSEABLE_HOLDER` with no lease duration, so the
+    lock. ``get`` reads one as held by `UNPARSEABLE_HOLDER` with no lease duration, so the
     elector treats it like any other holder whose duration is unknown: it waits its *own* lease
     duration from the moment it first saw that content (a change restarts the wait), then takes
     it over by writing the next version. A readable record whose ``holderIdentity`` is not a
-    string is held by :data:`UNPARSEABLE_HOLDER` too, never free; other garbage fields are read
-    as absent (see :mod:`aioleader._record`).
+    string is held by `UNPARSEABLE_HOLDER` too, never free; other garbage fields are read
+    as absent (see `aioleader._record`).
 
     **Errors.** A path we may not use (permission denied, read-only filesystem, a missing parent
     directory, a file where the lock's directory should be, a filesystem without hard links)
-    raises :class:`~aioleader.ElectionError` naming the path and the OS error; other OS errors
-    (disk full, I/O errors) raise :class:`~aioleader.LockError`, which the elector retries.
+    raises [`ElectionError`][aioleader.ElectionError] naming the path and the OS error; other OS errors
+    (disk full, I/O errors) raise [`LockError`][aioleader.LockError], which the elector retries.
 
     **Blocking.** File I/O is synchronous, on purpose: a record is a few hundred bytes, nothing
     ever waits for another process, and a thread per request would both cost more than the I/O
     and make fake clocks (looptime, trio's ``MockClock``) jump past requests that are still
-    running; ``timeout`` is accepted for the :class:`~aioleader.Lock` interface and has nothing
+    running; ``timeout`` is accepted for the [`Lock`][aioleader.Lock] interface and has nothing
     to bound. The one call that can take long is ``fsync`` on a struggling disk. It stalls the
     event loop, so it cannot extend leadership either: a renewal counts from its send time, and
     leader work on the loop cannot run while it is stalled.
@@ -246,7 +246,7 @@ class FileLock(Lock):
     # -- Lock ------------------------------------------------------------------------------------
 
     async def get(self, *, timeout: float | None = None) -> Observed | None:
-        """Read the highest version; ``None`` if there is none. Caches it for :meth:`update`."""
+        """Read the highest version; ``None`` if there is none. Caches it for `update()`."""
         await anyio.lowlevel.checkpoint()
         with self._directory(create=False) as directory:
             snapshot = None if directory is None else self._snapshot(directory)
@@ -256,7 +256,7 @@ class FileLock(Lock):
     async def create(
         self, record: LeaderElectionRecord, *, timeout: float | None = None
     ) -> Observed:
-        """Write ``record`` as version 1; :class:`~aioleader.LockConflict` if any version exists."""
+        """Write ``record`` as version 1; [`LockConflict`][aioleader.LockConflict] if any version exists."""
         await anyio.lowlevel.checkpoint()
         with self._directory(create=True) as directory:
             assert directory is not None
@@ -270,8 +270,8 @@ class FileLock(Lock):
         """Write ``record`` as the next version if the version this handle last read or wrote is
         still the highest.
 
-        Raises :class:`~aioleader.LockConflict` if anybody wrote since or the lock was deleted,
-        and :class:`~aioleader.LockError` if nothing is cached yet.
+        Raises [`LockConflict`][aioleader.LockConflict] if anybody wrote since or the lock was deleted,
+        and [`LockError`][aioleader.LockError] if nothing is cached yet.
         """
         await anyio.lowlevel.checkpoint()
         base = self._cached
@@ -292,7 +292,7 @@ class FileLock(Lock):
         self, prefix: str, *, timeout: float | None = None
     ) -> dict[str, Observed]:
         """The locks in this lock's parent directory whose name starts with ``prefix`` and that
-        hold a version: name -> record (read as :meth:`get` reads it, this handle's cache left
+        hold a version: name -> record (read as [`get()`][get] reads it, this handle's cache left
         alone). Entries that are not directories are skipped."""
         await anyio.lowlevel.checkpoint()
         try:
@@ -383,9 +383,9 @@ class FileLock(Lock):
         )
 
     def _read_version(self, directory: int, version: int) -> tuple[bytes, FileId] | None:
-        """A version file's bytes (at most :data:`MAX_FILE_SIZE` + 1 of them) and identity, or
+        """A version file's bytes (at most `MAX_FILE_SIZE` + 1 of them) and identity, or
         ``None`` if it does not exist (any more). What is not a readable regular file is
-        returned as a marker that :func:`_parse` cannot read."""
+        returned as a marker that `_parse()` cannot read."""
         name = version_name(version)
         try:
             info = os.stat(name, dir_fd=directory, follow_symlinks=False)
@@ -430,7 +430,7 @@ class FileLock(Lock):
         return data, _file_id(opened)
 
     def _check_base(self, directory: int, base: _Snapshot) -> None:
-        """Raise :class:`LockConflict` unless ``base`` is still the highest version, unchanged.
+        """Raise [`LockConflict`][LockConflict] unless ``base`` is still the highest version, unchanged.
 
         An early exit only (a stale handle need not write a temporary file to learn it lost):
         what makes the swap safe is the exclusive link and the check after it."""
@@ -548,7 +548,7 @@ class FileLock(Lock):
     ) -> list[int]:
         """After the link: the write counts only if ``version`` is still ours, nothing higher
         exists and the base is still in place. Otherwise remove our file and raise
-        :class:`LockConflict`. Returns the listing it checked."""
+        [`LockConflict`][LockConflict]. Returns the listing it checked."""
         versions = self._versions(directory)
         ours = self._file_of(directory, version) == mine
         problem = None
@@ -586,7 +586,7 @@ class FileLock(Lock):
                 raise self._fatal(exc, f"fsync the directory {self._path}") from exc
 
     def _collect(self, directory: int, version: int, versions: list[int]) -> None:
-        """Best effort: remove versions older than the newest :data:`KEEP_VERSIONS` and stale
+        """Best effort: remove versions older than the newest [`KEEP_VERSIONS`][KEEP_VERSIONS] and stale
         temporary files. Never fails a write that succeeded."""
         for old in versions:
             if old <= version - KEEP_VERSIONS:

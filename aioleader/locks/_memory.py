@@ -53,7 +53,7 @@ class _Watcher:
 
 @dataclass
 class _Slot:
-    """The shared state behind sibling :class:`MemoryLock` instances."""
+    """The shared state behind sibling [`MemoryLock`][MemoryLock] instances."""
 
     raw: bytes | None = None
     version: int = 0
@@ -71,7 +71,7 @@ class MemoryLock(Lock):
     It stores the record exactly as a Lease ``spec`` (so the wire format is exercised too) and
     enforces compare-and-swap on a version counter. Every operation is a checkpoint and never
     blocks, so tests on fake clocks stay exact. Candidates get their own instance through
-    :meth:`sibling`::
+    [`sibling()`][sibling]::
 
         a = MemoryLock("a")
         b = a.sibling("b")      # same lock, another candidate
@@ -100,7 +100,7 @@ class MemoryLock(Lock):
     def named(self, name: str) -> MemoryLock:
         """This candidate's handle on the lock called ``name`` in the same namespace (created
         empty on first use). Sibling candidates reach the same lock by the same name, which makes
-        ``named`` a ``make_lock`` for :func:`~aioleader.elect_shards`::
+        ``named`` a ``make_lock`` for [`elect_shards()`][aioleader.elect_shards]::
 
             base = MemoryLock("replica-a")
             make_lock_a = base.named
@@ -264,12 +264,12 @@ class MemoryLock(Lock):
         Every write is delivered the moment it lands, in order (a watcher more than 1000 changes
         behind skips to the latest state), so observers on fake clocks see exact times. Rewriting
         identical bytes yields nothing. The watch never touches the version cached for
-        :meth:`update`.
+        `update()`.
         """
         return cursor_states(self.watch_cursor())
 
     def watch_cursor(self) -> WatchCursor:
-        """What :meth:`watch` yields, as a cancel-safe :class:`~aioleader.WatchCursor`."""
+        """What `watch()` yields, as a cancel-safe [`WatchCursor`][aioleader.WatchCursor]."""
         return _MemoryCursor(self._slot)
 
 

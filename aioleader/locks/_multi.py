@@ -13,7 +13,7 @@ from .._record import LeaderElectionRecord
 
 __all__ = ["UNKNOWN_LEADER", "MultiLock"]
 
-#: The holder a :class:`MultiLock` reports while its two objects name different holders:
+#: The holder a [`MultiLock`][MultiLock] reports while its two objects name different holders:
 #: client-go's ``resourcelock.UnknownLeader``, so both implementations log the same thing.
 UNKNOWN_LEADER: Final = "leaderelection.k8s.io/unknown"
 
@@ -39,31 +39,31 @@ class MultiLock(Lock):
     replicas of the old version still use the primary alone: the primary is the arbiter for
     everyone (every write starts with a compare-and-swap on it), and the leader mirrors its record
     into the secondary. **2.** Once no replica uses the old lock, deploy the version that uses the
-    secondary alone (here a plain :class:`~aioleader.kubernetes.LeaseLock`): a MultiLock leader
+    secondary alone (here a plain [`LeaseLock`][aioleader.kubernetes.LeaseLock]): a MultiLock leader
     renews the secondary with compare-and-swap too, so it is the arbiter from then on. Never mix
     replicas of all three kinds.
 
     Semantics (client-go's ``MultiLock`` where noted):
 
-    * :meth:`get` reads the primary, then the secondary (client-go). If the primary does not
+    * [`get()`][get] reads the primary, then the secondary (client-go). If the primary does not
       exist the lock does not exist (``None``). A missing secondary is not an error: the record is
-      the primary's. If the two name different holders, the record names :data:`UNKNOWN_LEADER`
+      the primary's. If the two name different holders, the record names `UNKNOWN_LEADER`
       (client-go) - never free, even if one of them is - with the longer of the two valid lease
       durations, so a candidate waits until *neither* object has changed for a lease duration.
       ``raw`` frames both raw records (client-go concatenates them), so a change to either is a
       change. ``leader_transitions`` is the larger of the two, so the fencing token of the next
       term exceeds both objects' counts.
-    * :meth:`create` creates the primary (an existing primary is a
-      :class:`~aioleader.LockConflict`; client-go ignores AlreadyExists there and writes the
+    * [`create()`][create] creates the primary (an existing primary is a
+      [`LockConflict`][aioleader.LockConflict]; client-go ignores AlreadyExists there and writes the
       secondary anyway, which can mirror a record the arbiter does not hold), then the secondary.
       A secondary that already exists is taken over only if it is free or names this candidate;
-      otherwise :class:`~aioleader.LockConflict`.
-    * :meth:`update` updates the primary, then the secondary (client-go), each with
+      otherwise [`LockConflict`][aioleader.LockConflict].
+    * `update()` updates the primary, then the secondary (client-go), each with
       compare-and-swap against what this lock last read or wrote. A secondary that did not exist
       is created (client-go). client-go instead re-reads the secondary and overwrites it
       unconditionally (three requests per renewal instead of two), which in step 2 can
       overwrite a Lease that a Lease-only replica has just taken: two leaders until its next
-      renewal. Here that is a :class:`~aioleader.LockConflict`, and the elector's fresh read
+      renewal. Here that is a [`LockConflict`][aioleader.LockConflict], and the elector's fresh read
       decides.
     * An operation succeeds only if both objects were written, and only then does a term begin or
       a renewal count: a term's deadline never runs past what either object's last write
@@ -71,19 +71,19 @@ class MultiLock(Lock):
       succeeded, the primary names us without a term until our next attempt or its expiry (a
       delay, never a second leader).
     * ``timeout`` bounds the whole operation; each request gets what is left of it.
-    * :meth:`watch` (when both locks have a :meth:`~aioleader.Lock.watch_cursor`) watches both
-      objects at once and yields what :meth:`get` would return from the latest state of each:
+    * `watch()` (when both locks have a [`watch_cursor()`][aioleader.Lock.watch_cursor]) watches both
+      objects at once and yields what [`get()`][get] would return from the latest state of each:
       the same combination, ``None`` while the primary does not exist, and a change whenever
       either object's record changes. So a follower sends no request while the leader renews
       both, and sees a release once *both* objects are free (a primary released while the
-      secondary still names the old holder is the unknown leader, as :meth:`get` says). It is
-      a wake-up, never a licence: an acquisition still begins with :meth:`get` and writes by
+      secondary still names the old holder is the unknown leader, as [`get()`][get] says). It is
+      a wake-up, never a licence: an acquisition still begins with [`get()`][get] and writes by
       compare-and-swap on both. Each object is watched on its own terms (for Kubernetes locks:
       list, watch, bookmarks, re-list on 410, safety re-read), and the two are waited on
       together through their cancel-safe cursors, in the caller's task.
     * Both locks must have the same identity (client-go reports the primary's and leaves the rest
-      to the user). :meth:`describe` names both, ``primary+secondary``. :meth:`record_event` goes
-      to both; :meth:`aclose` closes both.
+      to the user). [`describe()`][describe] names both, ``primary+secondary``. `record_event()` goes
+      to both; `aclose()` closes both.
 
     The two locks belong to the MultiLock: it tracks what they have cached, so do not use them
     on their own while it runs.
@@ -171,7 +171,7 @@ class MultiLock(Lock):
         return self._primary.supports_watch_cursor and self._secondary.supports_watch_cursor
 
     def watch_cursor(self) -> WatchCursor:
-        """Both objects' cursors as one (see :class:`MultiLock`); cancel-safe like theirs."""
+        """Both objects' cursors as one (see [`MultiLock`][MultiLock]); cancel-safe like theirs."""
         if not self.supports_watch_cursor:
             raise NotImplementedError(
                 f"{self.describe()}: watching needs a watch cursor on both locks"
@@ -231,7 +231,7 @@ def _deadline(timeout: float | None) -> float | None:
 
 
 def _combine(primary: Observed, secondary: Observed | None) -> Observed:
-    """One observation of both objects (see :class:`MultiLock` for the rules).
+    """One observation of both objects (see [`MultiLock`][MultiLock] for the rules).
 
     ``extra`` is dropped: each lock keeps the fields it does not model from its own cached
     object, and one object's unknown fields have no place in the other's format.
@@ -273,7 +273,7 @@ _UNSET: Final = _Unset()
 
 
 class _MultiCursor(WatchCursor):
-    """The latest state of each object, combined as :meth:`MultiLock.get` combines them.
+    """The latest state of each object, combined as [`MultiLock.get()`][MultiLock.get] combines them.
 
     Each call waits on both cursors at once in a task group that lives only for the call; the
     first to deliver cancels the other, which loses nothing (its cursor is cancel-safe). A state
@@ -293,7 +293,7 @@ class _MultiCursor(WatchCursor):
         return None if primary is None else _combine(primary, secondary)
 
     def _new(self) -> Observed | _Unset | None:
-        """The combined state if it differs from the last one returned, else :data:`_UNSET`."""
+        """The combined state if it differs from the last one returned, else `_UNSET`."""
         state = self._combined()
         last = self._last
         differs = isinstance(last, _Unset) or not same_state(last, state)

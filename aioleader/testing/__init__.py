@@ -1,12 +1,12 @@
 """Test helpers for code that uses aioleader: a Kubernetes API emulator and an in-memory lock.
 
-:class:`KubeEmulator` is an in-process kube-apiserver (Leases, LeaseCandidates, ConfigMaps,
+[`KubeEmulator`][KubeEmulator] is an in-process kube-apiserver (Leases, LeaseCandidates, ConfigMaps,
 Endpoints, Events) that the real kubernetes_asyncio client talks to over HTTP, with per-client
 fault injection and, optionally, kube-apiserver's coordinated leader election controller;
-:class:`MemoryLock` is a lock for tests that do not need the API at all, and
-:class:`FaultyLock` wraps any lock to inject failures on fake clocks. :func:`run_chaos` runs
-candidates through seeded random faults and :class:`TermLog` records every interval of leader work
-(:func:`lead_forever`), for proving that leader-gated code never runs twice at once.
+[`MemoryLock`][MemoryLock] is a lock for tests that do not need the API at all, and
+[`FaultyLock`][FaultyLock] wraps any lock to inject failures on fake clocks. [`run_chaos()`][run_chaos] runs
+candidates through seeded random faults and [`TermLog`][TermLog] records every interval of leader work
+([`lead_forever()`][lead_forever]), for proving that leader-gated code never runs twice at once.
 """
 
 from __future__ import annotations

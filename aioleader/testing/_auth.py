@@ -3,12 +3,12 @@ client certificates.
 
 kube-apiserver authenticates every request before anything else: a client certificate signed by
 the cluster's client CA, or a bearer token; with neither (or a token it does not know) it answers
-``401 Unauthorized`` with a ``Status``. :class:`ServerAuth` does the same for the emulator, for
+``401 Unauthorized`` with a ``Status``. [`ServerAuth`][ServerAuth] does the same for the emulator, for
 tests that a client keeps the user's TLS and credentials: the CA, the server certificate (for
 ``127.0.0.1``, ``localhost`` and ``::1``) and client certificates are generated with ``trustme``
 (the ``testing`` extra) into a private temporary directory, removed when the emulator stops.
 
-Tokens can be rotated (:meth:`ServerAuth.set_tokens`): the new ones are accepted and the old
+Tokens can be rotated ([`ServerAuth.set_tokens()`][ServerAuth.set_tokens]): the new ones are accepted and the old
 ones refused from then on, as a cluster refuses an expired projected token.
 """
 
@@ -155,7 +155,7 @@ class ServerAuth:
 
     def kubeconfig_user(self, name: str, auth: str) -> dict[str, Any]:
         """The kubeconfig ``user`` entry for client ``name`` with ``auth`` (see
-        :meth:`KubeEmulator.kubeconfig`)."""
+        [`KubeEmulator.kubeconfig()`][KubeEmulator.kubeconfig])."""
         if auth == "token":
             return {"token": self._one_token()}
         if auth == "certificate":

@@ -133,8 +133,8 @@ async def lead_forever(
 @final
 @dataclass
 class ChaosReport(TermLog):
-    """What :func:`run_chaos` did and saw: the faults injected, every interval of leader work
-    (a :class:`TermLog`), and how long each recovery after a heal took."""
+    """What [`run_chaos()`][run_chaos] did and saw: the faults injected, every interval of leader work
+    (a [`TermLog`][TermLog]), and how long each recovery after a heal took."""
 
     seed: int = 0
     candidates: int = 0

@@ -1,6 +1,6 @@
 """Fault injection for one simulated client's connection to the emulator.
 
-A :class:`Faults` object is plain mutable state that tests set; the endpoint consults it on every
+A [`Faults`][Faults] object is plain mutable state that tests set; the endpoint consults it on every
 request and reacts to changes at once (a cleared ``hang`` releases waiting requests, a
 ``partition`` closes the listening socket before the call returns).
 """
@@ -59,7 +59,7 @@ def _count(count: int) -> int:
 
 @final
 class Faults:
-    """What goes wrong for one client. Mutate it from the test; :meth:`heal` clears it.
+    """What goes wrong for one client. Mutate it from the test; [`heal()`][heal] clears it.
 
     Plain attributes, read on every request:
 
@@ -67,7 +67,7 @@ class Faults:
     * ``reply_latency``: seconds added after it is handled, before the reply is sent (a write
       is then visible to others before its author hears back);
     * ``error_rate``: probability that a request fails with ``error_status`` (default 500),
-      drawn from a generator seeded per client, so runs repeat (see :meth:`reseed`);
+      drawn from a generator seeded per client, so runs repeat (see [`reseed()`][reseed]);
       ``error_verbs`` limits it to some verbs.
 
     Switches that take effect at once, for requests already waiting too:
@@ -79,16 +79,16 @@ class Faults:
 
     One-shot faults, consumed by the next matching requests (``verbs`` narrows them, e.g.
     ``{"update"}``; verbs are ``get list watch create update patch delete deletecollection``):
-    :meth:`fail_next`, :meth:`drop_next`, :meth:`apply_then_drop`, and the watch faults
-    :meth:`watch_expire`, :meth:`watch_eof_after`, :meth:`watch_garbage_next`.
+    [`fail_next()`][fail_next], [`drop_next()`][drop_next], [`apply_then_drop()`][apply_then_drop], and the watch faults
+    [`watch_expire()`][watch_expire], [`watch_eof_after()`][watch_eof_after], [`watch_garbage_next()`][watch_garbage_next].
 
-    Network faults: :meth:`partition` (``"refuse"`` or ``"blackhole"``), undone by :meth:`heal`.
+    Network faults: [`partition()`][partition] (``"refuse"`` or ``"blackhole"``), undone by [`heal()`][heal].
 
     Mind the client's own retry: kubernetes_asyncio's aiohttp session resends a GET, PUT or
     DELETE once when the connection drops, so ``drop_next(2)`` is what makes a GET fail, and a
     PUT dropped after it was applied comes back as a 409 Conflict with itself.
 
-    Get a client's faults from :meth:`KubeEmulator.faults`; call the methods from the event
+    Get a client's faults from [`KubeEmulator.faults()`][KubeEmulator.faults]; call the methods from the event
     loop's thread (they may act on sockets).
     """
 
@@ -149,7 +149,7 @@ class Faults:
         return self._partition
 
     def partition(self, mode: PartitionMode = "refuse") -> None:
-        """Cut this client off the server until :meth:`heal`.
+        """Cut this client off the server until [`heal()`][heal].
 
         ``"refuse"``: the listening socket is closed and open connections are reset; connects
         fail with "connection refused". ``heal`` listens again on the same port.

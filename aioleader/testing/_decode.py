@@ -54,7 +54,7 @@ def _quote_char(ch: str) -> str:
 
 
 def go_json_loads(data: bytes) -> Any:
-    """Parse JSON, raising :class:`DecodeError` with ``encoding/json``'s wording where we can.
+    """Parse JSON, raising [`DecodeError`][DecodeError] with ``encoding/json``'s wording where we can.
 
     Go names the first offending character; we reproduce that for the common cases (an empty
     body, a body that is not JSON at all) and otherwise fall back to Python's description.
@@ -130,7 +130,7 @@ def _getnum(value: str, fixed: bool) -> tuple[int, str]:
 def parse_go_time(value: str, layout: str) -> datetime:
     """``time.Parse`` for the two RFC 3339 layouts kube uses, with Go's error messages.
 
-    Returns an aware UTC datetime. Raises :class:`DecodeError` whose text is exactly
+    Returns an aware UTC datetime. Raises [`DecodeError`][DecodeError] whose text is exactly
     ``(*time.ParseError).Error()``.
     """
     micro = layout == RFC3339_MICRO
@@ -359,7 +359,7 @@ _CANONICAL_MICRO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-
 
 def _canonical_micro(value: str) -> bool:
     """Whether ``value`` is a valid canonical MicroTime other than the zero time (anything else,
-    valid or not, goes through :func:`parse_go_time`, which also words Go's errors)."""
+    valid or not, goes through [`parse_go_time()`][parse_go_time], which also words Go's errors)."""
     # Years before 1000 are rendered differently from how they are written: the long way.
     if _CANONICAL_MICRO.fullmatch(value) is None or value[0] == "0":
         return False
@@ -442,7 +442,7 @@ class Struct:
         return result
 
     def decode(self, document: Mapping[str, object]) -> dict[str, object]:
-        """Decode a whole object (already JSON-parsed); raises :class:`DecodeError`."""
+        """Decode a whole object (already JSON-parsed); raises [`DecodeError`][DecodeError]."""
         ctx = _Context()
         result = self._fields(document, ctx, "")
         if ctx.saved is not None:

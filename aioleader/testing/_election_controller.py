@@ -3,7 +3,7 @@
 kube-apiserver runs it when the ``CoordinatedLeaderElection`` feature gate is on
 (``pkg/controlplane/controller/leaderelection``): for every Lease that LeaseCandidates name in
 ``spec.leaseName``, it decides who should hold it, one *election step* at a time. The decisions
-are :mod:`aioleader._coordination`'s (shared with ``aioleader coordinate``), with the strategy
+are `aioleader._coordination`'s (shared with ``aioleader coordinate``), with the strategy
 kube-apiserver handles, ``OldestEmulationVersion``; every other strategy is left to
 third-party controllers (the Lease is created or updated with that ``strategy`` and no holder,
 and a held one is not touched).
@@ -12,10 +12,10 @@ Candidates are re-examined on every Lease or LeaseCandidate change (except a can
 ping) and every election window after a step. A separate garbage collector deletes candidates
 whose ``renewTime`` is older than 30 min, every 30 min.
 
-:class:`ElectionController` feeds :func:`~aioleader._coordination.election_step` and
-:func:`~aioleader._coordination.expired_candidates` from the store and writes their outcome
+[`ElectionController`][ElectionController] feeds `election_step()` and
+`expired_candidates()` from the store and writes their outcome
 through the registry, so every write has a revision, watch events and validation. Time is the
-emulator's :class:`ServerClock`: with the clock pinned the controller moves only when the clock
+emulator's [`ServerClock`][ServerClock]: with the clock pinned the controller moves only when the clock
 does (or objects change), so tests step through an election with ``emulator.advance()``.
 """
 
@@ -79,7 +79,7 @@ def _time(spec: Object, key: str) -> datetime | None:
 
 
 class ElectionController:
-    """Runs :func:`election_step` for every Lease with candidates, and the candidate GC.
+    """Runs [`election_step()`][election_step] for every Lease with candidates, and the candidate GC.
 
     It follows both types like an informer (a store watcher each), keeps a work queue with
     delayed requeues (the earliest wins, as in client-go's delaying queue), and schedules on the

@@ -68,8 +68,8 @@ class KubeEmulator:
     replay, 410 Expired after compaction, bookmarks and ``timeoutSeconds``. Error bodies are
     ``Status`` objects with kube-apiserver's exact messages.
 
-    Each simulated client gets its own port over the shared state (:meth:`endpoint`), with its
-    own :class:`Faults`; the default endpoint (:attr:`url`) is the client ``"default"``::
+    Each simulated client gets its own port over the shared state ([`endpoint()`][endpoint]), with its
+    own [`Faults`][Faults]; the default endpoint ([`url`][url]) is the client ``"default"``::
 
         async with KubeEmulator() as emu:
             api_a = await emu.api_client("pod-a")
@@ -81,15 +81,15 @@ class KubeEmulator:
     With ``coordinated_election=True`` it also runs kube-apiserver's coordinated leader
     election controller and LeaseCandidate garbage collector (``CoordinatedLeaderElection``):
     it pings candidates, elects by strategy and writes the Lease (``holderIdentity`` or
-    ``preferredHolder``, ``strategy``), on the server clock. Pin the clock (:meth:`set_time`)
-    and it moves only with :meth:`advance` or when objects change; :meth:`wait_election_idle`
+    ``preferredHolder``, ``strategy``), on the server clock. Pin the clock ([`set_time()`][set_time])
+    and it moves only with [`advance()`][advance] or when objects change; [`wait_election_idle()`][wait_election_idle]
     waits until it has handled everything so far. Its writes go through the same validation and
     watches as a client's but are not in the request log.
 
-    With ``tls=True`` it serves HTTPS with a CA of its own (:attr:`ca_file`); ``token=`` makes
+    With ``tls=True`` it serves HTTPS with a CA of its own ([`ca_file`][ca_file]); ``token=`` makes
     it refuse requests without that bearer token (401 ``Unauthorized``, as kube-apiserver;
-    :meth:`set_token` rotates it) and ``client_ca=True`` also admits client certificates it
-    issued (:meth:`client_certificate`). :meth:`api_client` and :meth:`kubeconfig` are configured
+    [`set_token()`][set_token] rotates it) and ``client_ca=True`` also admits client certificates it
+    issued ([`client_certificate()`][client_certificate]). [`api_client()`][api_client] and [`kubeconfig()`][kubeconfig] are configured
     accordingly::
 
         async with KubeEmulator(tls=True, token="s3cret") as emu:
@@ -129,7 +129,7 @@ class KubeEmulator:
             host: the interface every endpoint listens on.
             port: the default endpoint's port; 0 picks a free one.
             history_size: changes kept per resource type for watches to resume from; older
-                resourceVersions get 410 Expired (see also :meth:`compact`).
+                resourceVersions get 410 Expired (see also [`compact()`][compact]).
             bookmark_interval: seconds between BOOKMARK events on watches that allow them.
             seed: seeds every client's ``error_rate`` draws (with the client name).
             lease_candidates: serve ``coordination.k8s.io/v1beta1`` LeaseCandidates (a cluster
@@ -201,7 +201,7 @@ class KubeEmulator:
         await self.endpoint(DEFAULT_CLIENT, port=self._port)
 
     async def stop(self) -> None:
-        """Stop: close every port and connection, and the API clients made by :meth:`api_client`.
+        """Stop: close every port and connection, and the API clients made by [`api_client()`][api_client].
 
         Hung requests and open watches see their connection reset. Idempotent.
         """
@@ -277,10 +277,10 @@ class KubeEmulator:
     async def api_client(self, client: str = DEFAULT_CLIENT, *, auth: str = "auto") -> ApiClient:
         """A kubernetes_asyncio ``ApiClient`` for ``client``'s endpoint, with the emulator's CA
         and credentials: ``auth`` is ``"token"`` (the first accepted token, as it is now),
-        ``"certificate"`` (:meth:`client_certificate`), ``"none"``, or ``"auto"``: a token if
+        ``"certificate"`` ([`client_certificate()`][client_certificate]), ``"none"``, or ``"auto"``: a token if
         the emulator checks tokens, else a certificate if it checks those, else none.
 
-        The emulator closes it on :meth:`stop` (closing it earlier is fine).
+        The emulator closes it on [`stop()`][stop] (closing it earlier is fine).
         """
         from kubernetes_asyncio.client import ApiClient
 
@@ -289,7 +289,7 @@ class KubeEmulator:
         return api
 
     async def configuration(self, client: str = DEFAULT_CLIENT, *, auth: str = "auto") -> Any:
-        """The kubernetes_asyncio ``Configuration`` that :meth:`api_client` uses."""
+        """The kubernetes_asyncio ``Configuration`` that [`api_client()`][api_client] uses."""
         from kubernetes_asyncio.client import Configuration
 
         ep = await self.endpoint(client)
@@ -318,7 +318,7 @@ class KubeEmulator:
         token_file: str | Path | None = None,
     ) -> dict[str, Any]:
         """A kubeconfig (a dict: dump it as JSON, which is YAML) for ``client``'s endpoint with
-        the CA inline and the credentials of :meth:`api_client`; or, instead, a user whose token
+        the CA inline and the credentials of [`api_client()`][api_client]; or, instead, a user whose token
         comes from an exec plugin (``exec_command``: the command and its arguments, printing an
         ``ExecCredential``) or from a file read by the client (``token_file``)."""
         ep = await self.endpoint(client)
@@ -448,7 +448,7 @@ class KubeEmulator:
         await self._controller.wait_idle()
 
     def set_time(self, moment: datetime) -> None:
-        """Pin the server clock at ``moment``; it then moves only with :meth:`advance`."""
+        """Pin the server clock at ``moment``; it then moves only with [`advance()`][advance]."""
         self._clock.set(moment)
 
     def advance(self, seconds: float) -> None:

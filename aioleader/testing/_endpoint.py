@@ -48,9 +48,9 @@ Handler = Callable[["ClientEndpoint", web.BaseRequest], Awaitable[web.StreamResp
 class ClientEndpoint:
     """A port of the emulator dedicated to one simulated client.
 
-    Get one with :meth:`KubeEmulator.endpoint`; point a client at :attr:`url` and break its
-    connection through :attr:`faults`. Its public face is :attr:`name`, :attr:`url`,
-    :attr:`port`, :attr:`faults` and :attr:`listening`; the other members serve the emulator.
+    Get one with [`KubeEmulator.endpoint()`][KubeEmulator.endpoint]; point a client at [`url`][url] and break its
+    connection through [`faults`][faults]. Its public face is [`name`][name], [`url`][url],
+    [`port`][port], [`faults`][faults] and [`listening`][listening]; the other members serve the emulator.
     """
 
     def __init__(
@@ -171,7 +171,7 @@ class ClientEndpoint:
     def open(self) -> None:
         """Start listening (unless partitioned); raises OSError if the port cannot be bound.
 
-        From then on the socket follows the faults (see :meth:`_reconcile`).
+        From then on the socket follows the faults (see `_reconcile()`).
         """
         self._reconcile()
         self._faults._subscribe(self._reconcile)
@@ -198,7 +198,7 @@ class ClientEndpoint:
     # -- used by handlers -------------------------------------------------------------------
 
     async def wait_while(self, held: Callable[[], bool]) -> None:
-        """Wait while ``held()`` is true; raises :class:`Dropped` if the endpoint closes."""
+        """Wait while ``held()`` is true; raises `Dropped` if the endpoint closes."""
         while held() and not self._closed:
             await self._changed.wait()
         if self._closed:

@@ -27,7 +27,7 @@ class _ReplyLost(LockError):
 @final
 @dataclass(frozen=True)
 class LockCall:
-    """One call through a :class:`FaultyLock`: what, when it started and ended, and how."""
+    """One call through a [`FaultyLock`][FaultyLock]: what, when it started and ended, and how."""
 
     op: str
     started: float
@@ -111,7 +111,7 @@ class FaultyLock(Lock):
 
     @property
     def error_rate(self) -> float:
-        """Probability that a request fails with :class:`~aioleader.LockError` (not applied)."""
+        """Probability that a request fails with [`LockError`][aioleader.LockError] (not applied)."""
         return self._plan.error_rate
 
     @error_rate.setter

@@ -1,9 +1,9 @@
 """The registry: kube-apiserver's create, update, patch, delete, get and list rules.
 
 This is the generic registry store (``apiserver/pkg/registry/generic/registry/store.go``) and the
-REST handlers in front of it, reduced to what the emulated types use, over :class:`Store`. It
+REST handlers in front of it, reduced to what the emulated types use, over [`Store`][Store]. It
 knows nothing about HTTP: it takes decoded requests and returns objects or raises
-:class:`ApiError`. The checks run in the apiserver's order, because which error a client sees
+[`ApiError`][ApiError]. The checks run in the apiserver's order, because which error a client sees
 when a request is wrong in two ways is part of the behaviour:
 
 1. decoding (400); namespace and name agreement with the URL (400);

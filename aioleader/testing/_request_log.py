@@ -39,7 +39,7 @@ class RequestRecord:
 
 
 class RequestLog:
-    """An append-only list of :class:`RequestRecord`."""
+    """An append-only list of [`RequestRecord`][RequestRecord]."""
 
     def __init__(self) -> None:
         self._records: list[RequestRecord] = []

@@ -163,7 +163,7 @@ def resolve(
     server_address: str,
     served: Collection[ResourceType] = RESOURCES,
 ) -> Operation:
-    """Map a request to an :class:`Operation` (with ``error`` set if it cannot be served).
+    """Map a request to an [`Operation`][Operation] (with ``error`` set if it cannot be served).
 
     ``served`` are the resource types this server has enabled (discovery lists only those).
     """

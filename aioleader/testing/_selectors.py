@@ -151,7 +151,7 @@ def selector_predicate(
 ) -> Predicate:
     """One predicate for a request's namespace, ``fieldSelector`` and ``labelSelector``.
 
-    Raises :class:`ApiError` (400) for a selector kube-apiserver would refuse.
+    Raises [`ApiError`][ApiError] (400) for a selector kube-apiserver would refuse.
     """
     fields = _field_predicate(field_selector) if field_selector else None
     labels = _label_predicate(label_selector) if label_selector else None

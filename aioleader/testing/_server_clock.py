@@ -13,8 +13,8 @@ __all__ = ["ServerClock"]
 class ServerClock:
     """The time the emulated server believes it is, in UTC.
 
-    It follows the real clock until :meth:`set` pins it; from then on it moves only with
-    :meth:`advance`, so tests can assert exact ``creationTimestamp`` values. :meth:`reset`
+    It follows the real clock until `set()` pins it; from then on it moves only with
+    [`advance()`][advance], so tests can assert exact ``creationTimestamp`` values. [`reset()`][reset]
     returns it to real time. The server's clock matters to what it writes (creation timestamps,
     the request log) and to the emulated election controller (ping windows, Lease expiry,
     LeaseCandidate garbage collection); leader election itself never trusts it.
@@ -23,7 +23,7 @@ class ServerClock:
     def __init__(self, *, on_change: Callable[[], None] | None = None) -> None:
         """
         Args:
-            on_change: called after every :meth:`set`, :meth:`advance` and :meth:`reset`
+            on_change: called after every `set()`, [`advance()`][advance] and [`reset()`][reset]
                 (the emulator's election controller re-evaluates what is due).
         """
         self._pinned: datetime | None = None

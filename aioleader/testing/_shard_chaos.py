@@ -4,9 +4,9 @@ recorded on one clock.
 The properties checked: per shard, the intervals of leader work never overlap (and none outlives
 its term's deadline); after each fault heals, every shard has a leader within
 ``LD + (1 + jitter)·RP`` and the spread is balanced (every live replica holds ``floor(N/M)`` or
-``ceil(N/M)`` shards) within :attr:`ShardChaosReport.balance_bound`. Designed for fake clocks
-(looptime); the locks are :class:`~aioleader.testing.MemoryLock` names behind
-:class:`~aioleader.testing.FaultyLock`.
+``ceil(N/M)`` shards) within [`ShardChaosReport.balance_bound`][ShardChaosReport.balance_bound]. Designed for fake clocks
+(looptime); the locks are [`MemoryLock`][aioleader.testing.MemoryLock] names behind
+[`FaultyLock`][aioleader.testing.FaultyLock].
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ SHARD_FAULTS = ("crash", "stop", "pause", "join")
 @final
 @dataclass
 class ShardChaosReport:
-    """What :func:`run_shard_chaos` did and saw."""
+    """What [`run_shard_chaos()`][run_shard_chaos] did and saw."""
 
     seed: int = 0
     shards: int = 0

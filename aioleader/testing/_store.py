@@ -46,7 +46,7 @@ class _Collection:
 class Watcher:
     """A watch's queue of pending events.
 
-    The store appends to :attr:`pending` and sets :attr:`wakeup`; the HTTP side drains it. The
+    The store appends to [`pending`][pending] and sets [`wakeup`][wakeup]; the HTTP side drains it. The
     selector is applied per watcher: an object that starts or stops matching is reported as
     ADDED or DELETED, as the apiserver's watch cache does.
     """
@@ -162,7 +162,7 @@ class Store:
 
         ``since`` None (or 0): a synthetic ADDED for every matching object. Otherwise every kept
         change after ``since``; 410 Expired if the window no longer reaches back that far. The
-        caller must :meth:`unwatch` it.
+        caller must [`unwatch()`][unwatch] it.
         """
         collection = self._collections[rt]
         watcher = Watcher(rt, predicate, wakeup)

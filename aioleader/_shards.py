@@ -161,7 +161,7 @@ class Shards:
     def leading(self, index: int) -> contextlib.AbstractAsyncContextManager[Term]:
         """Wait until this replica leads shard ``index``, then run the body in that term's scope
         (cancelled when the shard moves away or its renewals miss the renew deadline), exactly
-        as :meth:`Leadership.leading() <aioleader.Leadership.leading>`."""
+        as [`Leadership.leading()`][aioleader.Leadership.leading]."""
         return self._group.leadership(index).leading()
 
     async def wait_owned_change(self) -> frozenset[int]:

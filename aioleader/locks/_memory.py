@@ -259,7 +259,7 @@ class MemoryLock(Lock):
 
     def watch(self) -> AsyncGenerator[Observed | None, None]:
         """Yield the lock now and at each change of its record or existence (``None`` while it does
-        not exist), as :meth:`LeaseLock.watch <aioleader.kubernetes.LeaseLock.watch>` does.
+        not exist), as `LeaseLock.watch` does.
 
         Every write is delivered the moment it lands, in order (a watcher more than 1000 changes
         behind skips to the latest state), so observers on fake clocks see exact times. Rewriting

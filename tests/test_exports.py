@@ -57,6 +57,7 @@ FINAL = {
     "aioleader.testing": {
         "ChaosReport",
         "ShardChaosReport",
+        "ClientCertificate",
         "ClientEndpoint",
         "EmulatorStatistics",
         "Faults",

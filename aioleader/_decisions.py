@@ -86,6 +86,7 @@ class LockView:
         self.max_transitions = -1
         self._key: object = None
         self._backoff_until = -math.inf
+        self._backoff_until_change = False
         self._held_until = -math.inf
 
     # -- observations ------------------------------------------------------------------------------
@@ -108,6 +109,10 @@ class LockView:
         if key != self._key:
             self._key = key
             self.changed_at = now
+            if self._backoff_until_change:
+                # What the conflicting writer wrote has arrived: decide on it, at once.
+                self._backoff_until = -math.inf
+                self._backoff_until_change = False
         self.deleted = False
         self.record = record
         return self._holder_is(record.holder_identity)
@@ -164,8 +169,15 @@ class LockView:
 
     # -- when to try next -----------------------------------------------------------------------------
 
-    def backoff(self, now: float, pause: float) -> None:
-        """An attempt failed (an error, or a conflict: somebody else wrote): wait ``pause``."""
+    def backoff(self, now: float, pause: float, *, until_change: bool = False) -> None:
+        """An attempt failed: wait ``pause``. After a conflict (``until_change``: somebody else
+        wrote) the wait also ends as soon as the record is seen to change, since the other
+        writer's record is what to decide on: no tight read/write loop, and no pause either
+        when a watch delivers the change (or when both writers lost and one writes again)."""
+        if self._backoff_until <= now:
+            self._backoff_until_change = until_change
+        else:
+            self._backoff_until_change = self._backoff_until_change and until_change
         self._backoff_until = max(self._backoff_until, now + pause)
 
     @property

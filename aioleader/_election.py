@@ -76,6 +76,8 @@ class _Failed:
     """An acquisition attempt failed: back off (``retry_after`` from a 429, if any)."""
 
     retry_after: float | None = None
+    #: A lost compare-and-swap: the wait also ends when the lock is seen to change.
+    conflict: bool = False
 
 
 _Attempt = Term | _Failed | None  # None: the lock is held (or a deletion is being waited out)
@@ -326,7 +328,9 @@ class _Election:
             )
         if isinstance(outcome, _Failed):
             assert pause is not None
-            self.view.backoff(now, max(pause, outcome.retry_after or 0.0))
+            self.view.backoff(
+                now, max(pause, outcome.retry_after or 0.0), until_change=outcome.conflict
+            )
         own = self._own_token()
         if following:
             return self.view.next_attempt(now, own)
@@ -387,7 +391,7 @@ class _Election:
                 # Somebody else wrote first: back off like after an error rather than retrying
                 # at once (a tight read/write loop under churn).
                 self.io.failed(exc)
-                return _Failed()
+                return _Failed(conflict=True)
             except LockError as exc:
                 self.io.failed(exc)
                 return _Failed(exc.retry_after)

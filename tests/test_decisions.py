@@ -213,3 +213,18 @@ def test_a_suspended_host_runs_out_of_time() -> None:
     # A negative reading (clock noise) never extends a term.
     assert not term_deadline_passed(13.0, 14.0, suspended=-5.0)
     assert term_deadline_passed(14.0, 14.0, suspended=-math.inf)
+
+
+def test_a_conflicts_backoff_ends_when_the_other_writers_record_arrives() -> None:
+    v = view()
+    v.observe(seen("", renew=1), now=0.0)
+    v.backoff(0.0, 2.4, until_change=True)  # we lost the compare-and-swap at 0
+    assert v.next_attempt(0.5, None) == 2.4
+    v.observe(seen("", renew=1, version="9"), now=0.5)  # the same record: still waiting
+    assert v.next_attempt(0.5, None) == 2.4
+    v.observe(seen("", renew=2), now=0.7)  # somebody wrote: free again (they lost too)
+    assert v.next_attempt(0.7, None) == 0.7
+    # An error's backoff is not shortened by a change.
+    v.backoff(1.0, 2.4)
+    v.observe(seen("", renew=3), now=1.5)
+    assert v.next_attempt(1.5, None) == 3.4

@@ -58,7 +58,6 @@ from typing import Any, Final
 
 import aiohttp
 import anyio
-import anyio.lowlevel
 
 from .._exceptions import ElectionError, LockError
 from .._lock import Observed, WatchCursor, same_state
@@ -272,21 +271,9 @@ class Reflector:
                     self.failed("cannot watch, retrying: %s", exc)
                     continue
                 self.stream = _Stream(response)
-            changed = await self.read()
-            if changed:
-                return changed
-
-    async def drain(self) -> list[str]:
-        """Apply what the open stream has delivered so far, without waiting for more (after
-        nobody read it for a while); the names that changed."""
-        await anyio.lowlevel.checkpoint()  # let the connection take in what the kernel holds
-        changed: list[str] = []
-        while self.stream is not None and not self.need_list:
-            more = await self.read(drain=True)
-            if more is None:
-                break
-            changed += more
-        return changed
+            read = await self.read()
+            if read:
+                return read
 
     def close(self) -> None:
         """Close the stream if one is open (synchronously). The states are kept."""
@@ -426,11 +413,9 @@ class Reflector:
             raise _Relist(f"{reply.status} {reply.reason}: {reply.excerpt()}")
         raise error_for("watch", self.ref, reply)
 
-    async def read(self, *, drain: bool = False) -> list[str] | None:
+    async def read(self) -> list[str] | None:
         """Read the open stream until a change (the names that changed) or its end (``None``,
-        the stream closed and :attr:`need_list` set if the resume point cannot be trusted).
-        ``drain``: stop (returning ``None``, the stream left open) when nothing more has
-        arrived, instead of waiting."""
+        the stream closed and :attr:`need_list` set if the resume point cannot be trusted)."""
         stream = self.stream
         assert stream is not None
         o = self.options
@@ -442,10 +427,6 @@ class Reflector:
                         if not stream.healthy:
                             self.failed("the watch ended before sending anything")
                         break
-                    if drain:
-                        if stream.lines.fill_nowait():
-                            continue
-                        return None
                     now = anyio.current_time()
                     if now < self.next_read:
                         with anyio.move_on_after(self.next_read - now):
@@ -592,18 +573,6 @@ class _Lines:
     @property
     def eof(self) -> bool:
         return self._eof and not self._buffer
-
-    def fill_nowait(self) -> bool:
-        """Take what the connection has buffered without waiting; whether anything (or EOF) came."""
-        content = self._content
-        chunk = content.read_nowait()
-        if chunk:
-            self._buffer += chunk
-            return True
-        if content.at_eof():
-            self._eof = True
-            return True
-        return False
 
     async def fill(self) -> None:
         """Wait for more data (or EOF). Safe to cancel: nothing read is lost."""

@@ -39,6 +39,7 @@ from ._handover import STEPPED_DOWN, Handover
 from ._leadership import Leadership, LeadershipStatistics, Term, _Leading
 from ._lock import Lock, Observed
 from ._lockio import Counters, LockIO, Stamp
+from ._looplag import lag_problem, loop_lag, loop_lag_monitor
 from ._notify import Notifier, maybe_await
 from ._options import ElectionConfig, ElectionOptions
 from ._record import LeaderElectionRecord
@@ -172,6 +173,8 @@ class _Election:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                lag_monitor = loop_lag_monitor()
+                lag_monitor.join(tg)
                 tg.start_soon(self.notifier.run)
                 try:
                     await self.companions.start(tg, self.lock)
@@ -190,6 +193,7 @@ class _Election:
                         # but never let a stuck callback hold the shutdown forever.
                         await self.notifier.close(self.timing.renew_deadline)
                         self.companions.cancel()
+                        lag_monitor.leave(tg)
                         tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             error = _unwrap(group, f"election for {self._description}")
@@ -531,6 +535,9 @@ class _Election:
             # The election is over for good (e.g. 403): a process that can never lead again is
             # not healthy, whatever else it still serves.
             return f"{self._description}: the election failed: {self._fatal!r}"
+        lagging = lag_problem(loop_lag(), self.timing, self._description)
+        if lagging is not None:
+            return lagging
         term = self.leadership.term
         done = self.keeper.last_renew_done
         if term is None or term._reason is not None or done is None:
@@ -562,6 +569,7 @@ class _Election:
             last_renew_at=self.keeper.last_renew_done,
             last_error=c.last_error,
             hook_problems=self.companions.problems(),
+            loop_lag=loop_lag(),
         )
 
 

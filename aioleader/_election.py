@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from ._admission import attempts_limiter
 from ._companions import Companions
 from ._decisions import TOKEN_FLOORS, LockView, record_for_new_term
 from ._exceptions import AioleaderError, ElectionError, LockConflict, LockError
@@ -362,6 +363,12 @@ class _Election:
             await anyio.sleep(self.timing.retry_period)
 
     async def _attempt(self) -> _Attempt:
+        # Queued per event loop first (aioleader/_admission.py): thousands of elections starting
+        # at once must not send their attempts in the same instant.
+        async with attempts_limiter():
+            return await self._attempt_admitted()
+
+    async def _attempt_admitted(self) -> _Attempt:
         with span("acquire", **self._span_attributes):
             self.counters.acquire_attempts += 1
             half = self.timing.renew_deadline / 2

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._harness import IMPLS, Impl, LatencyResult, RateResult, ScaleResult
-from ._scale import percentile
+from ._backends import IMPLS, Impl
+from ._latency import LatencyResult
+from ._rates import RateResult
+from ._scaling import ScaleResult
+from ._stats import percentile
 
 __all__ = ["Report", "Target", "markdown", "plot", "table", "targets"]
 

@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as ``python bench/run.py``: make ``bench`` 
 import anyio
 
 from aioleader import Timing
-from bench._harness import (
+from bench._backends import (
     IMPLS,
     REPO,
     Backend,
@@ -49,16 +49,13 @@ from bench._harness import (
     EmulatorBackend,
     EmulatorProcess,
     Impl,
-    LatencyResult,
-    ScaleResult,
-    measure_crash,
-    measure_handover,
-    measure_steady,
     run_id,
-    run_scale,
-    summarize,
 )
+from bench._latency import LatencyResult, measure_crash, measure_handover
+from bench._rates import measure_steady
 from bench._report import Report, markdown, plot, table, targets
+from bench._scaling import ScaleResult, run_scale
+from bench._stats import summarize
 
 DEFAULT = Timing(lease_duration=15, renew_deadline=10, retry_period=2)
 SHORT = Timing(lease_duration=4, renew_deadline=3, retry_period=1)

@@ -13,21 +13,11 @@ import anyio
 import pytest
 
 from aioleader import Timing
-from bench._harness import (
-    IMPLS,
-    EmulatorBackend,
-    EmulatorProcess,
-    Impl,
-    LatencyResult,
-    RateResult,
-    ScaleResult,
-    measure_crash,
-    measure_handover,
-    measure_steady,
-    run_id,
-    run_scale,
-)
+from bench._backends import IMPLS, EmulatorBackend, EmulatorProcess, Impl, run_id
+from bench._latency import LatencyResult, measure_crash, measure_handover
+from bench._rates import RateResult, measure_steady
 from bench._report import Report, markdown, plot, table, targets
+from bench._scaling import ScaleResult, run_scale
 
 # kubernetes_asyncio's elector refuses a retry period or renew deadline under 1 s.
 TIMING = Timing(lease_duration=2, renew_deadline=1.5, retry_period=1)

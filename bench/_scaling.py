@@ -95,6 +95,7 @@ async def run_scale(
     pool: int = 0,
     emulator: EmulatorProcess | None = None,
     log: IO[bytes] | None = None,
+    mode: str = "lead",
 ) -> ScaleResult:
     """Run ``leases`` elections of ``impl`` in a fresh process (``bench._scale``), pinned to
     ``cpus``, sharing one ``ApiClient`` with a pool of ``pool`` connections (0: the client's
@@ -103,12 +104,14 @@ async def run_scale(
     argv += ["--duration", str(duration), "--ramp-timeout", str(ramp_timeout)]
     argv += ["--timing", f"{timing.lease_duration},{timing.renew_deadline},{timing.retry_period}"]
     argv += ["--namespace", backend.namespace, "--prefix", prefix, *backend.worker_target()]
-    argv += ["--pool", str(pool)]
+    argv += ["--pool", str(pool), "--mode", mode]
     if cpus:
         argv += ["--cpus", ",".join(map(str, cpus))]
     figures: dict[str, Any] = {}
     emu_cpu: list[float] = []
     emu_wall: list[float] = []
+    emu_requests: list[dict[str, int]] = []
+    emu_watches = None
     bound = ramp_timeout + duration + 60
     process = await anyio.open_process(
         argv,
@@ -129,8 +132,11 @@ async def run_scale(
                     break
                 event = json.loads(line)
                 if event.get("event") in ("window-start", "window-end") and emulator is not None:
-                    emu_cpu.append(float((await emulator.command("stats"))["cpu"]))
+                    stats = await emulator.command("stats")
+                    emu_cpu.append(float(stats["cpu"]))
                     emu_wall.append(anyio.current_time())
+                    emu_requests.append(dict(stats["requests"]))
+                    emu_watches = int(stats["watches"])
                 elif event.get("event") == "result":
                     figures = {k: v for k, v in event.items() if k != "event"}
                     break
@@ -148,6 +154,14 @@ async def run_scale(
     util = None
     if len(emu_cpu) == 2 and emu_wall[1] > emu_wall[0]:
         util = (emu_cpu[1] - emu_cpu[0]) / (emu_wall[1] - emu_wall[0])
+    if len(emu_requests) == 2:
+        # Every request the server saw in the window (the worker is alone then), and the
+        # watches it held open at the window's end.
+        before, after = emu_requests
+        figures["server_requests"] = {v: n - before.get(v, 0) for v, n in after.items()}
+        figures["server_watches"] = emu_watches
+    if mode == "follow":
+        return ScaleResult(impl, leases, True, None, figures, util)
     problem = _judge(figures, leases, timing)
     if problem is not None and util is not None and util > 0.9:
         problem += f" (the emulator used {util:.0%} of its core: the API server was a limit too)"

@@ -452,6 +452,24 @@ def notes(report: Report, quick: bool) -> list[str]:
         "wakes. Memory: RSS after the window minus RSS before the first candidate, per lease "
         "(RSS does not shrink, so it includes what the ramp allocated: connections, buffers).",
     ]
+    found.append(
+        "Leases per process at 30/20/5: the same runs with LD 30 / RD 20 / RP 5 (2,000 renewals a "
+        "second at 10,000 leases instead of 5,000 at 15/10/2). In every scale run aioleader's "
+        "elections start at once and their acquisition attempts queue in one admission limiter "
+        "per event loop (32 at a time, aioleader/_admission.py), so that 10,000 first attempts "
+        "are not sent in the same instant."
+    )
+    found.append(
+        "Following: the Leases are created held by another identity for an hour (renewed at "
+        "the start, LD 3600 s, also in the candidates' timing: kubernetes_asyncio's elector judges "
+        "expiry by its own lease duration and would otherwise take them over after 15 s), then "
+        "one process runs an election per Lease through one ApiClient; every election follows. "
+        "'Watches held at the server' is the emulator's count of open watch streams at the end of "
+        "the window; 'sockets' counts the process's open sockets then (its connections, idle "
+        "pooled ones included); requests are every request the server saw in the window. "
+        "aioleader's followers share one list+watch of the namespace "
+        "(aioleader/kubernetes/_informer.py); kubernetes_asyncio's poll with a GET every RP."
+    )
     check = report.default_pool
     if check is not None:
         outcome = "held" if check.ok else f"failed: {check.problem}"

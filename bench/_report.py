@@ -203,7 +203,8 @@ def _scale_targets(report: Report) -> list[Target]:
         what = f"{leases:,} leases at {label} held on one core, no term lost"
         r = _size(results, leases)
         if r is None:
-            skipped = [s for s in report.skipped if s.startswith(f"aioleader at {leases:,}")]
+            prefix = f"aioleader at {leases:,} leases ({label})"
+            skipped = [s for s in report.skipped if s.startswith(prefix)]
             found.append(
                 Target(
                     what, None if not skipped else False, skipped[0] if skipped else "not measured"

@@ -4,8 +4,6 @@ the queue of first attempts."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
 
@@ -14,14 +12,9 @@ from aioleader._admission import ATTEMPTS
 from aioleader.locks import MemoryLock
 from aioleader.testing import FaultyLock
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
 
 LATENCY = 0.5  # every request: an attempt (GET + create) takes 1 s
-
-
-@pytest.fixture
-def anyio_backend(fake_clock_backend: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    return fake_clock_backend
 
 
 def in_flight_peak(locks: list[FaultyLock]) -> int:

@@ -9,8 +9,6 @@ at its next wake-up, as exactly *s* seconds late.
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
 from prometheus_client import CollectorRegistry
@@ -28,12 +26,7 @@ from aioleader._looplag import (
 )
 from aioleader.locks import MemoryLock
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend(fake_clock_backend: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    return fake_clock_backend
+pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
 
 
 class StalledClock:

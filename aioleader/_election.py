@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from ._admission import attempts_limiter
 from ._companions import Companions
 from ._decisions import TOKEN_FLOORS, LockView, record_for_new_term
 from ._exceptions import AioleaderError, ElectionError, LockConflict, LockError
@@ -39,6 +40,7 @@ from ._handover import STEPPED_DOWN, Handover
 from ._leadership import Leadership, LeadershipStatistics, Term, _Leading
 from ._lock import Lock, Observed
 from ._lockio import Counters, LockIO, Stamp
+from ._looplag import lag_problem, loop_lag, loop_lag_monitor
 from ._notify import Notifier, maybe_await
 from ._options import ElectionConfig, ElectionOptions
 from ._record import LeaderElectionRecord
@@ -174,6 +176,8 @@ class _Election:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                lag_monitor = loop_lag_monitor()
+                lag_monitor.join(tg)
                 tg.start_soon(self.notifier.run)
                 try:
                     await self.companions.start(tg, self.lock)
@@ -192,6 +196,7 @@ class _Election:
                         # but never let a stuck callback hold the shutdown forever.
                         await self.notifier.close(self.timing.renew_deadline)
                         self.companions.cancel()
+                        lag_monitor.leave(tg)
                         tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             error = _unwrap(group, f"election for {self._description}")
@@ -362,6 +367,12 @@ class _Election:
             await anyio.sleep(self.timing.retry_period)
 
     async def _attempt(self) -> _Attempt:
+        # Queued per event loop first (aioleader/_admission.py): thousands of elections starting
+        # at once must not send their attempts in the same instant.
+        async with attempts_limiter():
+            return await self._attempt_admitted()
+
+    async def _attempt_admitted(self) -> _Attempt:
         with span("acquire", **self._span_attributes):
             self.counters.acquire_attempts += 1
             half = self.timing.renew_deadline / 2
@@ -535,6 +546,9 @@ class _Election:
             # The election is over for good (e.g. 403): a process that can never lead again is
             # not healthy, whatever else it still serves.
             return f"{self._description}: the election failed: {self._fatal!r}"
+        lagging = lag_problem(loop_lag(), self.timing, self._description)
+        if lagging is not None:
+            return lagging
         term = self.leadership.term
         done = self.keeper.last_renew_done
         if term is None or term._reason is not None or done is None:
@@ -566,6 +580,7 @@ class _Election:
             last_renew_at=self.keeper.last_renew_done,
             last_error=c.last_error,
             hook_problems=self.companions.problems(),
+            loop_lag=loop_lag(),
         )
 
 

@@ -288,6 +288,9 @@ class LeadershipStatistics:
     last_error: str | None
     #: What the election's hooks (``hooks=``) report as not applied; never a reason to fail health.
     hook_problems: tuple[str, ...] = ()
+    #: The worst event-loop lag (seconds a due wake-up ran late) in the last minute, measured by
+    #: the loop's one monitor (:mod:`aioleader._looplag`).
+    loop_lag: float = 0.0
 
 
 @final

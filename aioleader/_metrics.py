@@ -9,12 +9,16 @@ stay independent, and keeps client-go's names and meaning for those two:
   path to a GET.
 
 plus ``aioleader_*``: terms started, renewal latency, API errors by kind, failed attempts of term
-hooks (a Pod role label, the leader's EndpointSlice).
+hooks (a Pod role label, the leader's EndpointSlice), and the event loop's lag
+(``aioleader_event_loop_lag_seconds``: the worst lag in the last minute, read at scrape time from
+the loop's monitor, :mod:`aioleader._looplag`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ._looplag import worst_loop_lag
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -115,6 +119,13 @@ class PrometheusMetrics:
             ["name", "kind"],
             **kwargs,
         )
+        self._loop_lag = prom.Gauge(
+            "aioleader_event_loop_lag_seconds",
+            "The worst event-loop lag (a due wake-up running late) in the last minute, over "
+            "the event loops running elections.",
+            **kwargs,
+        )
+        self._loop_lag.set_function(worst_loop_lag)
 
         self._hook_failures = prom.Counter(
             "aioleader_hook_failures",

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._harness import IMPLS, Impl, LatencyResult, RateResult, ScaleResult
-from ._scale import percentile
+from ._backends import IMPLS, Impl
+from ._latency import LatencyResult
+from ._rates import RateResult
+from ._scaling import ScaleResult
+from ._stats import percentile
 
 __all__ = ["Report", "Target", "markdown", "plot", "table", "targets"]
 
@@ -33,6 +36,8 @@ class Report:
     rates: dict[Impl, RateResult] = field(default_factory=dict)
     cpu: dict[Impl, ScaleResult] = field(default_factory=dict)
     scale: dict[Impl, list[ScaleResult]] = field(default_factory=dict)
+    scale_slow: dict[Impl, list[ScaleResult]] = field(default_factory=dict)
+    following: dict[Impl, ScaleResult] = field(default_factory=dict)
     default_pool: ScaleResult | None = None
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -163,6 +168,80 @@ def targets(report: Report) -> list[Target]:
             detail += f"; target 10,000: {10_000 / held:.0f}× short" if held else ""
             detail += _projection(report.cpu.get("aioleader"), report.default_timing[2])
         found.append(Target("10,000 leases in one process on one core", held >= 10_000, detail))
+    found += _scale_targets(report)
+    return found
+
+
+def _size(results: list[ScaleResult], leases: int) -> ScaleResult | None:
+    return next((r for r in results if r.leases == leases), None)
+
+
+def _scale_targets(report: Report) -> list[Target]:
+    """Issue 12's bars: 1,000 leases with a quiet loop, 5,000 at 15/10/2 and 10,000 at 30/20/5
+    held, and one list+watch for a process following many leases."""
+    found: list[Target] = []
+    thousand = _size(report.scale.get("aioleader", []), 1000)
+    what = "1,000 leases at 15/10/2: 0 terms lost, loop lag p99 < 10 ms, max < 50 ms"
+    if thousand is None or not thousand.figures:
+        found.append(Target(what, None, "not measured"))
+    else:
+        f = thousand.figures
+        p99, top = f.get("lag_p99"), f.get("lag_max")
+        met = (
+            thousand.missed == 0
+            and p99 is not None
+            and p99 < 0.010
+            and top is not None
+            and top < 0.050
+        )
+        detail = f"{thousand.missed} lost, lag p99 {ms(p99)}, max {ms(top)}"
+        found.append(Target(what, met, detail))
+    for label, results, leases in (
+        ("15/10/2", report.scale.get("aioleader", []), 5000),
+        ("30/20/5", report.scale_slow.get("aioleader", []), 10000),
+    ):
+        what = f"{leases:,} leases at {label} held on one core, no term lost"
+        r = _size(results, leases)
+        if r is None:
+            prefix = f"aioleader at {leases:,} leases ({label})"
+            skipped = [s for s in report.skipped if s.startswith(prefix)]
+            found.append(
+                Target(
+                    what, None if not skipped else False, skipped[0] if skipped else "not measured"
+                )
+            )
+            continue
+        f = r.figures
+        detail = (
+            ("held" if r.ok else f"failed: {r.problem}")
+            + (
+                f"; CPU {r.cpu_util:.0%} of a core, {r.cpu_per_renewal * 1000:.2f} ms per renewal"
+                if r.cpu_util is not None and r.cpu_per_renewal
+                else ""
+            )
+            + f"; loop lag p99 {ms(f.get('lag_p99'))}"
+        )
+        found.append(Target(what, r.ok, detail))
+    following = report.following.get("aioleader")
+    what = "one list+watch per namespace and kind (a process following many leases)"
+    if following is None or not following.figures:
+        found.append(Target(what, None, "not measured"))
+    else:
+        f = following.figures
+        watches, requests = f.get("server_watches"), f.get("server_requests") or {}
+        other = report.following.get("kubernetes_asyncio")
+        versus = ""
+        if other is not None and other.figures:
+            versus = (
+                f"; kubernetes_asyncio: {other.figures.get('sockets')} sockets, "
+                f"{sum((other.figures.get('server_requests') or {}).values()):,} requests"
+            )
+        detail = (
+            f"{following.leases:,} followed: {watches} watch(es) at the server, "
+            f"{f.get('sockets')} sockets, {sum(requests.values())} requests in the window" + versus
+        )
+        met = None if watches is None else watches == 1 and sum(requests.values()) == 0
+        found.append(Target(what, met, detail))
     return found
 
 
@@ -279,6 +358,7 @@ def scale_table(report: Report) -> str:
     header = (
         "impl",
         "leases",
+        "LD/RD/RP",
         "pool",
         "ramp",
         "terms lost (ramp / window)",
@@ -295,12 +375,13 @@ def scale_table(report: Report) -> str:
     lines = [_row(header), _row(tuple("---" for _ in header))]
     runs = [r for impl in IMPLS for r in [report.cpu.get(impl)] if r is not None]
     runs += [r for impl in IMPLS for r in report.scale.get(impl, [])]
+    runs += [r for impl in IMPLS for r in report.scale_slow.get(impl, [])]
     if report.default_pool is not None:
         runs.append(report.default_pool)
     for r in runs:
         f = r.figures
         if not f:
-            lines.append(_row((r.impl, f"{r.leases:,}", *["—"] * 11, f"failed: {r.problem}")))
+            lines.append(_row((r.impl, f"{r.leases:,}", *["—"] * 12, f"failed: {r.problem}")))
             continue
         asked = f.get("renewals_expected") or 0
         lines.append(
@@ -308,6 +389,7 @@ def scale_table(report: Report) -> str:
                 (
                     r.impl,
                     f"{r.leases:,}",
+                    str(f.get("timing", "15,10,2")).replace(",", "/"),
                     str(f.get("pool", "?")),
                     f"{f.get('ramp_s', 0):.1f} s",
                     f"{f.get('ended_in_ramp', 0)} / {f.get('ended_in_window', 0)}",
@@ -321,6 +403,47 @@ def scale_table(report: Report) -> str:
                     f"{r.memory_per_lease / 1024:.1f} KiB" if r.memory_per_lease else "—",
                     f"{r.emulator_cpu_util:.0%}" if r.emulator_cpu_util is not None else "—",
                     "held" if r.ok else f"failed: {r.problem}",
+                )
+            )
+        )
+    return "\n".join(lines)
+
+
+def following_table(report: Report) -> str:
+    header = (
+        "impl",
+        "leases followed",
+        "watches held at the server",
+        "sockets in the process",
+        "requests in the window (by verb)",
+        "CPU (of one core)",
+        "loop lag p99 / max",
+        "RSS / lease",
+    )
+    lines = [_row(header), _row(tuple("---" for _ in header))]
+    for impl, r in report.following.items():
+        f = r.figures
+        if not f:
+            lines.append(_row((impl, f"{r.leases:,}", *["—"] * 6)))
+            continue
+        requests = f.get("server_requests")
+        cell = (
+            "—"
+            if requests is None
+            else ", ".join(f"{v} {n:,}" for v, n in sorted(requests.items()) if n) or "none"
+        )
+        watches = f.get("server_watches")
+        lines.append(
+            _row(
+                (
+                    impl,
+                    f"{r.leases:,}",
+                    "—" if watches is None else str(watches),
+                    str(f.get("sockets", "—")),
+                    cell,
+                    f"{r.cpu_util:.1%}" if r.cpu_util is not None else "—",
+                    f"{ms(f.get('lag_p99'))} / {ms(f.get('lag_max'))}",
+                    f"{r.memory_per_lease / 1024:.1f} KiB" if r.memory_per_lease else "—",
                 )
             )
         )
@@ -376,6 +499,8 @@ def markdown(report: Report) -> str:
         out += ["", "## Requests per minute in steady state", "", rates_table(report)]
     if report.cpu or report.scale:
         out += ["", "## One process, many leases", "", scale_table(report)]
+    if report.following:
+        out += ["", "## One process following many leases", "", following_table(report)]
     if report.skipped:
         out += ["", "Skipped:", ""] + [f"- {s}" for s in report.skipped]
     if report.notes:

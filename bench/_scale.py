@@ -1,6 +1,6 @@
 """One process holding N leases: ``python -m bench._scale --impl aioleader --leases 1000 ...``.
 
-Started by :func:`bench._harness.run_scale` (one fresh process per size, so that CPU time and
+Started by :func:`bench._scaling.run_scale` (one fresh process per size, so that CPU time and
 memory are this size's alone). Each lease is its own election with a single candidate, so after
 the ramp every election is led by this process and renews every retry period; all of them share
 one ``ApiClient`` (one aiohttp connection pool, kubernetes_asyncio's default of 100 connections).
@@ -10,7 +10,7 @@ Prints one JSON object a line on stdout:
 * ``{"event": "window-start", "t": T}`` when every election leads (or the ramp timed out), and
   ``{"event": "window-end", "t": T}`` after ``--duration`` seconds of steady state, so that the
   caller can read the emulator's CPU time over the same window;
-* ``{"event": "result", ...}``: the figures (see :class:`bench._harness.ScaleResult`).
+* ``{"event": "result", ...}``: the figures (see :class:`bench._scaling.ScaleResult`).
 
 What is measured in the window: process CPU time (user + system, all threads) per successful
 renewal; renewals done against the ``leases / retry_period`` a second that the timing asks for;
@@ -20,6 +20,11 @@ often that exceeded RD and LD; renewal latency (aioleader: send of the first req
 its ``ElectionMetrics.renewed`` reports it; kubernetes_asyncio: one ``try_acquire_or_renew`` call,
 its GET + PUT); event-loop lag (how late a 100 ms ticker wakes up); resident memory before the
 first candidate and after the window.
+
+``--mode follow`` measures following instead: the worker first creates the Leases held by
+somebody else for an hour, so that every election follows its Lease for the whole run; the
+figures are the process's open sockets at the end of the window (its connections to the API
+server), CPU and memory (the caller adds the server's open watches and the requests it saw).
 """
 
 from __future__ import annotations
@@ -40,7 +45,55 @@ import anyio
 from aioleader import Term, Timing, campaign
 from aioleader.kubernetes import LeaseLock
 
+from ._stats import percentile
+
 TICK = 0.1
+
+
+def open_sockets() -> int:
+    """Sockets the process holds open (Linux ``/proc/self/fd``): its connections."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return -1
+    count = 0
+    for fd in fds:
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            continue
+    return count
+
+
+async def hold_elsewhere(api: Any, namespace: str, names: list[str]) -> None:
+    """Create ``names`` as Leases held by ``elsewhere`` for an hour (renewed now)."""
+    from datetime import datetime, timezone
+
+    from kubernetes_asyncio.client import CoordinationV1Api
+
+    leases: Any = CoordinationV1Api(api)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    limiter = anyio.CapacityLimiter(32)
+
+    async def create(name: str) -> None:
+        async with limiter:
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "holderIdentity": "elsewhere",
+                    "leaseDurationSeconds": 3600,
+                    "acquireTime": now,
+                    "renewTime": now,
+                    "leaseTransitions": 0,
+                },
+            }
+            await leases.create_namespaced_lease(namespace, body)
+
+    async with anyio.create_task_group() as tg:
+        for name in names:
+            tg.start_soon(create, name)
 
 
 def rss_bytes() -> int:
@@ -50,15 +103,6 @@ def rss_bytes() -> int:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The ``q``-quantile (0..1) by the nearest-rank method; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
-    return ordered[rank]
 
 
 class Tally:
@@ -254,21 +298,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "impl": args.impl,
         "leases": args.leases,
+        "mode": args.mode,
+        "timing": args.timing,
         "pool": api.rest_client.pool_manager.connector.limit,
     }
+    names = [f"{args.prefix}-{i}" for i in range(args.leases)]
+    if args.mode == "follow":
+        await hold_elsewhere(api, args.namespace, names)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(ticker, tally)
             await anyio.sleep(0.5)
             rss_before = rss_bytes()
             ramp_started = anyio.current_time()
-            for i in range(args.leases):
-                name = f"{args.prefix}-{i}"
+            for i, name in enumerate(names):
                 tg.start_soon(
                     candidate, api, name, args.namespace, f"{args.impl}-{i}", timing, tally
                 )
+            if args.mode == "follow":
+                # Every first attempt finds the Lease held; then the followers settle.
+                await anyio.sleep(min(args.ramp_timeout, 5.0 + args.leases / 500))
             with anyio.move_on_after(args.ramp_timeout):
-                while tally.leading < args.leases:
+                while args.mode == "lead" and tally.leading < args.leases:
                     await anyio.sleep(0.05)
             ramp = anyio.current_time() - ramp_started
             result.update(
@@ -298,6 +349,7 @@ async def _window(args: argparse.Namespace, tally: Tally, result: dict[str, Any]
     await anyio.sleep(args.duration)
     cpu1, wall1 = time.process_time(), anyio.current_time()
     tally.close_window()
+    result["sockets"] = open_sockets()
     emit({"event": "window-end", "t": wall1})
     done = tally.renewals - renewals
     result.update(
@@ -331,6 +383,9 @@ def main() -> int:
     parser.add_argument("--host", help="the API server URL (the emulator)")
     parser.add_argument("--kubeconfig", help="a kubeconfig (a real cluster)")
     parser.add_argument("--namespace", default="default")
+    parser.add_argument(
+        "--mode", choices=("lead", "follow"), default="lead", help="hold the leases or follow them"
+    )
     parser.add_argument("--prefix", default="bench-scale")
     parser.add_argument("--cpus", default="", help="pin to these CPUs, e.g. 0")
     parser.add_argument(

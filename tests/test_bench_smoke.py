@@ -13,21 +13,11 @@ import anyio
 import pytest
 
 from aioleader import Timing
-from bench._harness import (
-    IMPLS,
-    EmulatorBackend,
-    EmulatorProcess,
-    Impl,
-    LatencyResult,
-    RateResult,
-    ScaleResult,
-    measure_crash,
-    measure_handover,
-    measure_steady,
-    run_id,
-    run_scale,
-)
+from bench._backends import IMPLS, EmulatorBackend, EmulatorProcess, Impl, run_id
+from bench._latency import LatencyResult, measure_crash, measure_handover
+from bench._rates import RateResult, measure_steady
 from bench._report import Report, markdown, plot, table, targets
+from bench._scaling import ScaleResult, run_scale
 
 # kubernetes_asyncio's elector refuses a retry period or renew deadline under 1 s.
 TIMING = Timing(lease_duration=2, renew_deadline=1.5, retry_period=1)
@@ -74,7 +64,20 @@ async def test_harness_smoke(tmp_path: Path) -> None:
                         emulator=emulator,
                     )
 
-                for job in (handover, steady, scale):
+                async def follow() -> None:
+                    report.following["aioleader"] = await run_scale(
+                        backend,
+                        "aioleader",
+                        5,
+                        duration=2,
+                        timing=Timing(lease_duration=3600, renew_deadline=10, retry_period=2),
+                        prefix=f"{tag}-f",
+                        ramp_timeout=15,
+                        emulator=emulator,
+                        mode="follow",
+                    )
+
+                for job in (handover, steady, scale, follow):
                     tg.start_soon(job)
                 for impl in IMPLS:
                     tg.start_soon(crash, impl)
@@ -113,9 +116,16 @@ async def test_harness_smoke(tmp_path: Path) -> None:
     assert many.emulator_cpu_util is not None
     assert math.isfinite(many.get("lag_p99"))
 
+    following = report.following["aioleader"]
+    assert following.ok
+    assert following.get("leading_at_start") == 0
+    assert following.get("sockets") > 0
+    assert following.get("server_watches") is not None  # the other phases' watches count too
+
     assert "Graceful handover" in table(report)
     assert [t.what for t in targets(report)]
     text = markdown(report)
     assert "## Targets" in text
+    assert "One process following many leases" in text
     assert "kubernetes_asyncio" in text
     assert isinstance(plot(report, tmp_path / "benchmarks.png"), bool)

@@ -578,6 +578,9 @@ async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulat
 
     stops = {name: anyio.Event() for name in ("pod-a", "pod-b")}
     led = {name: anyio.Event() for name in ("pod-a", "pod-b")}
+    # The emulator does not authorize; the Role refuses the shared, namespace-wide list (no
+    # fieldSelector) that pod-b tries first, so the emulator is told to refuse it too.
+    emulator.faults("pod-b").fail_next(403, verbs={"list"})
     async with anyio.create_task_group() as tg:
         tg.start_soon(candidate, "pod-a", stops["pod-a"], led["pod-a"])
         await led["pod-a"].wait()
@@ -602,11 +605,20 @@ async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulat
         ("get", lock_name),
         ("update", lock_name),
     }
-    # (a list or a watch: a GET of the collection)
+    # (a list or a watch: a GET of the collection) The first is the shared list of the
+    # namespace, which the Role refuses (403); after it, every one selects the Lease by name.
     collection = [q for method, path, q in queries if method == "GET" and path.endswith("/leases")]
-    assert collection
-    assert all(query.get("fieldSelector") == f"metadata.name={lock_name}" for query in collection)
+    assert len(collection) >= 3
+    assert "fieldSelector" not in collection[0]
+    assert not allowed(rules, "coordination.k8s.io", "leases", "list", "")
+    assert all(
+        query.get("fieldSelector") == f"metadata.name={lock_name}" for query in collection[1:]
+    )
+    refused = [r for r in requests if r.status == 403]
+    assert [(r.client, r.verb) for r in refused] == [("pod-b", "list")]
     for r in requests:
+        if r.status == 403:
+            continue
         name = lock_name if r.verb in ("list", "watch") else r.name
         assert allowed(rules, r.group, r.resource, r.verb, name), r
 

@@ -374,7 +374,8 @@ async def test_transient_errors_are_retried(emulator: KubeEmulator) -> None:
 async def test_forbidden_list_is_fatal(emulator: KubeEmulator) -> None:
     watcher, _ = await locks(emulator)
     emulator.faults("w").fail_next(403, verbs={"list"})
-    async with aclosing(watcher.watch(**FAST)) as states:
+    # By name: the shared watch would fall back to this one (tests/test_informer.py).
+    async with aclosing(watcher.watch(**FAST, shared=False)) as states:
         with pytest.raises(ForbiddenError, match=r"^forbidden: cannot list leases"):
             await anext(states)
 
@@ -383,7 +384,7 @@ async def test_forbidden_list_is_fatal(emulator: KubeEmulator) -> None:
 async def test_forbidden_watch_is_fatal(emulator: KubeEmulator) -> None:
     watcher, _ = await locks(emulator)
     emulator.faults("w").fail_next(403, verbs={"watch"})
-    async with aclosing(watcher.watch(**FAST)) as states:
+    async with aclosing(watcher.watch(**FAST, shared=False)) as states:
         assert await anext(states) is None
         with pytest.raises(ForbiddenError, match=r"^forbidden: cannot watch leases") as info:
             await anext(states)
@@ -393,7 +394,7 @@ async def test_forbidden_watch_is_fatal(emulator: KubeEmulator) -> None:
 @pytest.mark.asyncio
 async def test_cancellation_closes_the_stream(emulator: KubeEmulator) -> None:
     watcher, _ = await locks(emulator)
-    async with watching(watcher) as w:
+    async with watching(watcher, shared=False) as w:
         await w.wait_items(1)
         await until(lambda: emulator.statistics().watches == 1)
     await until(lambda: emulator.statistics().watches == 0, limit=2.0)
@@ -404,7 +405,7 @@ async def test_cancellation_closes_the_stream(emulator: KubeEmulator) -> None:
 @pytest.mark.asyncio
 async def test_closing_the_iterator_closes_the_stream(emulator: KubeEmulator) -> None:
     watcher, writer = await locks(emulator)
-    async with aclosing(watcher.watch(**FAST)) as states:
+    async with aclosing(watcher.watch(**FAST, shared=False)) as states:
         assert await anext(states) is None
         async with anyio.create_task_group() as tg:
             tg.start_soon(write, writer, "b", 1)

@@ -105,6 +105,9 @@ class AnnotationLock(ObjectLock):
     api_version: ClassVar[str] = _API_VERSION
     group: ClassVar[str] = ""
     _api_class: ClassVar[Any] = CoreV1Api
+    # A namespace's ConfigMaps and Endpoints are not mostly locks: they are large (data, and
+    # Endpoints change with every pod), so following one lock must not list and watch them all.
+    shared_watch: ClassVar[bool] = False
 
     def _check(self) -> None:
         if self._identity == UNPARSEABLE_HOLDER:

@@ -25,11 +25,12 @@ import aiohttp
 import anyio.lowlevel
 
 from .._exceptions import LockError, LockNotFound
-from .._lock import Lock, Observed, cursor_states
+from .._lock import Lock, Observed, WatchCursor, cursor_states
 from .._record import LeaderElectionRecord
 from ._client import KubeClient
 from ._errors import error_for
 from ._events import EventRecorder
+from ._informer import shared_cursor
 from ._names import (
     check_identity,
     check_name,
@@ -69,6 +70,9 @@ class ObjectLock(Lock):
     _method: ClassVar[str]
     #: Whether updates write the configured labels too (client-go 1.34's ``LeaseLock.Labels``).
     _labels_on_update: ClassVar[bool] = False
+    #: Whether :meth:`watch` follows the object through the process's one list+watch of the
+    #: namespace (:mod:`._informer`) by default, rather than a watch of its own by name.
+    shared_watch: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -99,6 +103,8 @@ class ObjectLock(Lock):
         self._missing_reported = False
         self._check()
         self._client = KubeClient(api_client)
+        # What a shared watch may be shared over: the borrowed client, or only this lock's own.
+        self._watch_source: object = api_client if api_client is not None else self._client
         # The paths of the lean requests (``/apis/<group>/<version>/namespaces/<ns>/<plural>``).
         root = f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
         self._collection_path = f"{root}/namespaces/{self.namespace}/{self.plural}"
@@ -271,6 +277,7 @@ class ObjectLock(Lock):
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         rng: random.Random | None = None,
+        shared: bool | None = None,
     ) -> AsyncGenerator[Observed | None, None]:
         """Yield the object now and each time its record changes (``None`` while it does not
         exist).
@@ -294,6 +301,13 @@ class ObjectLock(Lock):
         it read itself, and a newer version slipped into the cache would let it overwrite a
         record it never looked at. Options are checked here (:class:`ValueError`); nothing is
         sent before the first iteration.
+
+        ``shared`` (default: :attr:`shared_watch`, true for Leases) serves the watch from the
+        process's one list+watch of the namespace, shared with every lock of the same kind, API
+        client, namespace and watch options (:mod:`aioleader.kubernetes._informer`): one watch
+        connection however many locks are followed. It needs ``list`` and ``watch`` without
+        ``resourceNames``; when the namespace-wide list or watch is refused (403), it falls back
+        to a list and watch by name. ``shared=False`` always watches by name.
         """
         return cursor_states(
             self.watch_cursor(
@@ -304,6 +318,7 @@ class ObjectLock(Lock):
                 backoff_initial=backoff_initial,
                 backoff_max=backoff_max,
                 rng=rng,
+                shared=shared,
             )
         )
 
@@ -321,7 +336,8 @@ class ObjectLock(Lock):
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         rng: random.Random | None = None,
-    ) -> ObjectWatch:
+        shared: bool | None = None,
+    ) -> WatchCursor:
         """What :meth:`watch` yields, as a cancel-safe :class:`~aioleader.WatchCursor`; the same
         options."""
         options = WatchOptions(
@@ -332,7 +348,23 @@ class ObjectLock(Lock):
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
         )
-        return ObjectWatch(self._client, self._ref, self._list, self._decode, options, rng=rng)
+
+        def by_name() -> ObjectWatch:
+            return ObjectWatch(self._client, self._ref, self._list, self._decode, options, rng=rng)
+
+        if not (self.shared_watch if shared is None else shared):
+            return by_name()
+        return shared_cursor(
+            self._watch_source,
+            self._client,
+            self._ref,
+            type(self),
+            self._list,
+            self._decode,
+            options,
+            fallback=by_name,
+            rng=rng,
+        )
 
     async def aclose(self) -> None:
         """Close the API client if the lock built it; a client passed in stays open."""

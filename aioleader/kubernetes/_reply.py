@@ -37,6 +37,8 @@ class ObjectRef:
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
     def __str__(self) -> str:
+        if not self.name:  # the collection (a namespace-wide list or watch)
+            return f'{self.resource} in namespace "{self.namespace}"'
         return f'{self.resource} "{self.name}" in namespace "{self.namespace}"'
 
 

@@ -65,7 +65,16 @@ from ._client import DEFAULT_TIMEOUT, KubeClient, Send, read_reply
 from ._errors import error_for
 from ._reply import ObjectRef, decode_json
 
-__all__ = ["Lister", "ObjectDecoder", "ObjectWatch", "WatchOptions"]
+__all__ = [
+    "UNSET",
+    "Lister",
+    "ObjectDecoder",
+    "ObjectWatch",
+    "Reflector",
+    "Unset",
+    "WatchOptions",
+    "changed_from",
+]
 
 logger = logging.getLogger("aioleader.watch")
 
@@ -146,11 +155,11 @@ class WatchOptions:
             )
 
 
-class _Unset:
+class Unset:
     """Nothing reported yet (distinct from ``None``, "the object does not exist")."""
 
 
-_UNSET: Final = _Unset()
+UNSET: Final = Unset()
 
 
 class _Garbage(Exception):
@@ -173,6 +182,11 @@ def _metadata(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
     )
 
 
+def changed_from(last: Observed | Unset | None, state: Observed | None) -> bool:
+    """Whether ``state`` is worth reporting after ``last`` (always, if nothing was reported)."""
+    return isinstance(last, Unset) or not same_state(last, state)
+
+
 class _Stream:
     """An open watch response and what was read of it."""
 
@@ -182,8 +196,19 @@ class _Stream:
         self.healthy = False  # has it delivered anything valid?
 
 
-class ObjectWatch(WatchCursor):
-    """One object's states, by list and watch (see the module docstring). Cancel-safe."""
+class Reflector:
+    """The list+watch protocol of the module docstring over one namespaced collection, keeping
+    the states it saw by object name (:attr:`objects`). Cancel-safe, like the cursors on top.
+
+    ``ref`` names the collection (its ``name`` is used in messages only). ``name`` narrows the
+    reflector to one object (``fieldSelector=metadata.name=<name>``, what RBAC can restrict by
+    ``resourceNames``); ``None`` lists and watches the whole namespace, which is what one shared
+    watch for many locks (:mod:`aioleader.kubernetes._informer`) needs.
+
+    :meth:`step` does the work until something changed: it returns the names whose state
+    changed (empty after a list that changed nothing). The cursors compare what they last
+    returned with :attr:`objects`; the reflector never reports, it only keeps the states.
+    """
 
     def __init__(
         self,
@@ -193,10 +218,12 @@ class ObjectWatch(WatchCursor):
         decode: ObjectDecoder,
         options: WatchOptions | None = None,
         *,
+        name: str | None,
         rng: random.Random | None = None,
     ) -> None:
         self.client = client
         self.ref = ref
+        self.name = name
         self.lister = lister
         self.decode = decode
         self.options = options or WatchOptions()
@@ -205,21 +232,30 @@ class ObjectWatch(WatchCursor):
         self.retry_after = 0.0  # a server's Retry-After for the next attempt
         self.resume_at: float | None = None  # the end of the backoff under way
         self.version: str | None = None  # where the next watch resumes
-        self.last: Observed | _Unset | None = _UNSET  # what was returned last
+        self.objects: dict[str, Observed] = {}  # the states seen, by name
+        self.listed = False  # has a list succeeded (are :attr:`objects` complete)?
         self.need_list = True
         self.next_read = math.inf  # when the next safety re-read is due
         self.stream: _Stream | None = None
 
-    # -- the cursor ------------------------------------------------------------------------------
+    def state(self, name: str) -> Observed | None:
+        """The state of ``name`` as last seen (``None``: it does not exist)."""
+        return self.objects.get(name)
 
-    async def next(self) -> Observed | None:
+    # -- the work --------------------------------------------------------------------------------
+
+    async def step(self) -> list[str]:
+        """Work until the states changed or a list completed; the names that changed.
+
+        Raises the fatal errors (:class:`~aioleader.ElectionError`: 403 and the like); retries
+        everything else."""
         while True:
             if self.need_list:
-                state = await self.relist()
+                changed = await self.relist()
                 self.need_list = False
+                self.listed = True
                 self.next_read = anyio.current_time() + self.options.relist_interval
-                if self.changed(state):
-                    return state
+                return changed
             if self.stream is None:
                 await self.pause()
                 try:
@@ -235,11 +271,12 @@ class ObjectWatch(WatchCursor):
                     self.failed("cannot watch, retrying: %s", exc)
                     continue
                 self.stream = _Stream(response)
-            state_or_unset = await self.read()
-            if not isinstance(state_or_unset, _Unset):
-                return state_or_unset
+            read = await self.read()
+            if read:
+                return read
 
     def close(self) -> None:
+        """Close the stream if one is open (synchronously). The states are kept."""
         stream, self.stream = self.stream, None
         if stream is not None:
             stream.response.close()
@@ -248,7 +285,12 @@ class ObjectWatch(WatchCursor):
 
     def failed(self, message: str, *args: object, level: int = logging.INFO) -> None:
         self.failures += 1
-        logger.log(level, "watch %s: " + message, self.ref, *args)
+        logger.log(level, "watch %s: " + message, self.described(), *args)
+
+    def described(self) -> str:
+        if self.name is not None:
+            return str(self.ref)
+        return f'{self.ref.resource} in namespace "{self.ref.namespace}"'
 
     async def pause(self) -> None:
         """Wait before the next request if the last attempts failed (until the same instant
@@ -269,12 +311,20 @@ class ObjectWatch(WatchCursor):
 
     # -- state -----------------------------------------------------------------------------------
 
-    def changed(self, state: Observed | None) -> bool:
-        """Whether ``state`` differs from the last returned one (and remember it if so)."""
-        last = self.last
-        differs = isinstance(last, _Unset) or not same_state(last, state)
-        if differs:
-            self.last = state
+    def replace(self, listed: dict[str, Observed]) -> list[str]:
+        """Take a list's states; the names whose state differs from what was kept."""
+        old = self.objects
+        changed = [n for n, state in listed.items() if not same_state(old.get(n), state)]
+        changed += [n for n in old if n not in listed]
+        self.objects = listed
+        return changed
+
+    def apply(self, name: str, state: Observed | None) -> bool:
+        """Take one event's state of ``name``; whether it differs from what was kept."""
+        if state is None:
+            return self.objects.pop(name, None) is not None
+        differs = not same_state(self.objects.get(name), state)
+        self.objects[name] = state
         return differs
 
     # -- list ------------------------------------------------------------------------------------
@@ -282,11 +332,13 @@ class ObjectWatch(WatchCursor):
     def _send(self, query: Mapping[str, Any]) -> Send:
         return lambda api, timeout: self.lister(api, query, timeout)
 
-    async def list_once(self) -> tuple[Observed | None, str]:
-        """One list: the object (or None) and the list's resourceVersion. Raises on failure."""
-        query = {"field_selector": f"metadata.name={self.ref.name}"}
+    def _selector(self) -> dict[str, Any]:
+        return {} if self.name is None else {"field_selector": f"metadata.name={self.name}"}
+
+    async def list_once(self) -> tuple[dict[str, Observed], str]:
+        """One list: the objects by name and the list's resourceVersion. Raises on failure."""
         reply = await self.client.request(
-            "list", self.ref, self._send(query), timeout=self.options.request_timeout
+            "list", self.ref, self._send(self._selector()), timeout=self.options.request_timeout
         )
         if not reply.ok:
             raise error_for("list", self.ref, reply)
@@ -297,25 +349,25 @@ class ObjectWatch(WatchCursor):
         _, version = _metadata(data)
         if version is None:
             raise LockError(f"{what} has no metadata.resourceVersion: {reply.excerpt()}")
-        found: Observed | None = None
+        found: dict[str, Observed] = {}
         for item in data["items"]:
             if not isinstance(item, dict):
                 raise LockError(f"{what} holds an item that is not an object: {reply.excerpt()}")
             name, item_version = _metadata(item)
-            if name != self.ref.name:
+            if name is None or (self.name is not None and name != self.name):
                 continue  # a server ignoring the field selector lists the whole namespace
             if item_version is None:
                 raise LockError(f"{what}: the item has no metadata.resourceVersion")
-            found = self.decode(item, item_version)
+            found[name] = self.decode(item, item_version)
         return found, version
 
-    async def relist(self) -> Observed | None:
+    async def relist(self) -> list[str]:
         """List until it succeeds (transient failures back off); fatal errors raise."""
         self.close()
         while True:
             await self.pause()
             try:
-                state, version = await self.list_once()
+                listed, version = await self.list_once()
             except ElectionError:
                 raise
             except LockError as exc:
@@ -324,7 +376,7 @@ class ObjectWatch(WatchCursor):
                 continue
             self.version = version
             self.failures = 0
-            return state
+            return self.replace(listed)
 
     # -- watch -----------------------------------------------------------------------------------
 
@@ -333,7 +385,7 @@ class ObjectWatch(WatchCursor):
         fatal :class:`ElectionError`. The caller closes the response it gets."""
         o = self.options
         query = {
-            "field_selector": f"metadata.name={self.ref.name}",
+            **self._selector(),
             "watch": True,
             "resource_version": self.version,
             "allow_watch_bookmarks": True,
@@ -361,8 +413,8 @@ class ObjectWatch(WatchCursor):
             raise _Relist(f"{reply.status} {reply.reason}: {reply.excerpt()}")
         raise error_for("watch", self.ref, reply)
 
-    async def read(self) -> Observed | _Unset | None:
-        """Read the open stream until a change to report (returned) or its end (:data:`_UNSET`,
+    async def read(self) -> list[str] | None:
+        """Read the open stream until a change (the names that changed) or its end (``None``,
         the stream closed and :attr:`need_list` set if the resume point cannot be trusted)."""
         stream = self.stream
         assert stream is not None
@@ -387,31 +439,32 @@ class ObjectWatch(WatchCursor):
                     except ElectionError:
                         raise
                     except LockError as exc:
-                        logger.info("watch %s: safety re-read failed: %s", self.ref, exc)
+                        logger.info("watch %s: safety re-read failed: %s", self.described(), exc)
                         self.next_read = anyio.current_time() + min(
                             o.relist_interval, o.backoff_max
                         )
                         continue
                     self.next_read = anyio.current_time() + o.relist_interval
-                    if self.changed(listed):
+                    changed = self.replace(listed)
+                    if changed:
                         # Either the stream stalled or the event is still in flight; a restart
                         # is right in both cases (and cheap).
                         logger.info(
                             "watch %s: the safety re-read found a change the watch had not "
                             "delivered; restarting the watch",
-                            self.ref,
+                            self.described(),
                         )
                         self.version = version
                         self.close()
-                        return listed
+                        return changed
                     continue
                 if not line.strip():
                     continue
-                state_or_unset = self.event(line)
+                changed_name = self.event(line)
                 stream.healthy = True
                 self.failures = 0
-                if not isinstance(state_or_unset, _Unset) and self.changed(state_or_unset):
-                    return state_or_unset
+                if changed_name is not None:
+                    return [changed_name]
         except _Relist as exc:
             self.failed("%s; listing again", exc)
             self.need_list = True
@@ -429,10 +482,10 @@ class ObjectWatch(WatchCursor):
         except (aiohttp.ClientError, OSError) as exc:
             self.failed("the stream broke (%s: %s); resuming", type(exc).__name__, exc)
         self.close()
-        return _UNSET
+        return None
 
-    def event(self, line: bytes) -> Observed | _Unset | None:
-        """Apply one event line: the new state, or :data:`_UNSET` if there is none to report."""
+    def event(self, line: bytes) -> str | None:
+        """Apply one event line: the name whose state it changed, if any."""
         try:
             event = json.loads(line)
         except (ValueError, RecursionError):
@@ -448,15 +501,49 @@ class ObjectWatch(WatchCursor):
             raise _Garbage(f"a {kind} event without metadata.resourceVersion")
         if kind == "BOOKMARK":
             self.version = version
-            return _UNSET
+            return None
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             raise _Garbage(f"an event of unknown type {kind!r}")
         self.version = version
-        if name != self.ref.name:
-            return _UNSET  # not ours (a server ignoring the field selector)
-        if kind == "DELETED":
-            return None
-        return self.decode(obj, version)
+        if name is None or (self.name is not None and name != self.name):
+            return None  # not ours (a server ignoring the field selector)
+        state = None if kind == "DELETED" else self.decode(obj, version)
+        return name if self.apply(name, state) else None
+
+
+class ObjectWatch(WatchCursor):
+    """One object's states, by list and watch by name (see the module docstring). Cancel-safe."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        ref: ObjectRef,
+        lister: Lister,
+        decode: ObjectDecoder,
+        options: WatchOptions | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.ref = ref
+        self.reflector = Reflector(client, ref, lister, decode, options, name=ref.name, rng=rng)
+        self.last: Observed | Unset | None = UNSET  # what was returned last
+
+    @property
+    def options(self) -> WatchOptions:
+        return self.reflector.options
+
+    async def next(self) -> Observed | None:
+        reflector = self.reflector
+        while True:
+            if reflector.listed and not reflector.need_list:
+                state = reflector.state(self.ref.name)
+                if changed_from(self.last, state):
+                    self.last = state
+                    return state
+            await reflector.step()
+
+    def close(self) -> None:
+        self.reflector.close()
 
 
 class _Lines:

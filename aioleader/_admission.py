@@ -1,4 +1,4 @@
-"""Admission of acquisition attempts: at most :data:`ATTEMPTS` at a time per event loop.
+"""Admission of acquisition attempts: at most [`ATTEMPTS`][ATTEMPTS] at a time per event loop.
 
 A process that starts thousands of elections at once (one per shard, per tenant) would otherwise
 send thousands of first attempts in the same instant: every one is a GET and a create or update,
@@ -7,7 +7,7 @@ request's bound (half the renew deadline, counted from its send) runs out while 
 the others, and the timed-out attempts retry together, so nothing is ever acquired and the few
 terms that begin lose their renewals in the same queue.
 
-Attempts therefore queue here first, in the order they arrive, and at most :data:`ATTEMPTS` run
+Attempts therefore queue here first, in the order they arrive, and at most [`ATTEMPTS`][ATTEMPTS] run
 at once; an attempt's request bounds are counted from its admission, so waiting costs it nothing.
 Renewals and releases never queue here (a held term is never behind somebody's first attempt).
 Admitted at the pace the client and server answer, acquisitions (and hence the renewals that

@@ -1,14 +1,14 @@
 """The election's loops, and the two ways to run them: ``elect()`` and ``campaign()``.
 
 client-go's ``tools/leaderelection`` semantics; every decision is made in
-:mod:`aioleader._decisions` (pure, on plain values) and every request goes through
-:mod:`aioleader._lockio` (serialized, bounded at send time). What is left here is sequencing:
+`aioleader._decisions` (pure, on plain values) and every request goes through
+`aioleader._lockio` (serialized, bounded at send time). What is left here is sequencing:
 
 * **one acquire loop**: attempt, then wait until the decision core says the next attempt makes
   sense (the observed lease expires, the lock is released, a backoff runs out). A watch of the
   lock is an optional *feed* of observations into that loop (an attempt at once on a release);
   polling is the same loop without the feed, waking every ``RP × uniform(1, 1 + jitter)``.
-* the term, kept by :class:`~aioleader._renewal.TermKeeper` (renewals, confirm, release);
+* the term, kept by `TermKeeper` (renewals, confirm, release);
 * callbacks (``on_new_leader`` in order, in a task of its own; ``on_started_leading`` as leader
   work; ``on_stopped_leading`` after the work has finished) and the shutdown.
 
@@ -64,7 +64,7 @@ def _unwrap(group: BaseExceptionGroup[BaseException], what: str) -> BaseExceptio
     Only the top level is unwrapped, and only when it holds exactly one exception: that one comes
     out as itself (a user's own exception group included, so ``except*`` still matches it).
     Several at once (the body and the election failing together) become one
-    :class:`ElectionError` whose cause is the group.
+    [`ElectionError`][ElectionError] whose cause is the group.
     """
     if len(group.exceptions) == 1:
         return group.exceptions[0]
@@ -86,7 +86,7 @@ _Attempt = Term | _Failed | None  # None: the lock is held (or a deletion is bei
 
 
 class _Election:
-    """One candidate's campaign on one lock. Private: users hold a :class:`Leadership`."""
+    """One candidate's campaign on one lock. Private: users hold a [`Leadership`][Leadership]."""
 
     def __init__(self, config: ElectionConfig) -> None:
         self.config = config

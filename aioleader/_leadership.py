@@ -1,4 +1,4 @@
-"""The user's handle on an election (:class:`Leadership`) and one period of leadership (:class:`Term`).
+"""The user's handle on an election ([`Leadership`][Leadership]) and one period of leadership ([`Term`][Term]).
 
 The elector task owns the state; these classes only read it, and the only thing the elector does to
 user code is move the deadline of, or cancel, cancel scopes that the user's own task entered
@@ -26,7 +26,7 @@ _SUSPEND_NOISE = 1e-3
 
 
 class ElectionState(Protocol):
-    """What a :class:`Leadership` needs from the election that runs it (no import of the elector)."""
+    """What a [`Leadership`][Leadership] needs from the election that runs it (no import of the elector)."""
 
     @property
     def description(self) -> str: ...
@@ -83,7 +83,7 @@ class Term(metaclass=_NoPublicConstructor):
             *send time of the last successful renew + renew_deadline*. It only moves forward.
         cancel_scope: the scope of the first ``leading()`` block of this term (each concurrent
             ``leading()`` block gets its own scope, all cancelled together).
-        ended: an :class:`anyio.Event` set when the term ends.
+        ended: an `anyio.Event` set when the term ends.
         ended_at: ``anyio.current_time()`` when the term ended (``None`` while active; at the
             latest its deadline).
         end_reason: ``None`` while active; then why it ended: ``"lost"`` (the lock names another
@@ -289,7 +289,7 @@ class LeadershipStatistics:
     #: What the election's hooks (``hooks=``) report as not applied; never a reason to fail health.
     hook_problems: tuple[str, ...] = ()
     #: The worst event-loop lag (seconds a due wake-up ran late) in the last minute, measured by
-    #: the loop's one monitor (:mod:`aioleader._looplag`).
+    #: the loop's one monitor (`aioleader._looplag`).
     loop_lag: float = 0.0
 
 
@@ -408,12 +408,12 @@ class Leadership(metaclass=_NoPublicConstructor):
         await self._election.step_down(cooldown)
 
     def pause(self) -> None:
-        """Stop campaigning until :meth:`resume` (a leader steps down: its term ends with
+        """Stop campaigning until [`resume()`][resume] (a leader steps down: its term ends with
         ``"stepped down"`` and the lock is released once its work has finished)."""
         self._election.pause()
 
     def resume(self) -> None:
-        """Campaign again after :meth:`pause` (an attempt at once if the lock is free)."""
+        """Campaign again after [`pause()`][pause] (an attempt at once if the lock is free)."""
         self._election.resume()
 
     @property
@@ -427,7 +427,7 @@ class Leadership(metaclass=_NoPublicConstructor):
         return self.health_problem(tolerance) is None
 
     def health_problem(self, tolerance: float = 0.0) -> str | None:
-        """Why this election is unhealthy (see :meth:`healthy`), or ``None``."""
+        """Why this election is unhealthy (see [`healthy()`][healthy]), or ``None``."""
         return self._election.health_problem(tolerance)
 
     def statistics(self) -> LeadershipStatistics:

@@ -3,16 +3,16 @@
 A starved loop is the other way (besides a slow API server) to lose leadership: a renewal due
 every RP cannot be sent while the loop runs somebody's blocking code, and leader work cannot be
 cancelled at its deadline either. The elector reports the lag (``leadership.statistics().loop_lag``,
-the ``aioleader_event_loop_lag_seconds`` gauge of :class:`~aioleader.PrometheusMetrics`) and
-health fails when it exceeds what the timing can absorb (:func:`lag_problem`).
+the ``aioleader_event_loop_lag_seconds`` gauge of [`PrometheusMetrics`][aioleader.PrometheusMetrics]) and
+health fails when it exceeds what the timing can absorb ([`lag_problem()`][lag_problem]).
 
-**How it is measured.** A task sleeps :data:`INTERVAL` seconds again and again; how much later
+**How it is measured.** A task sleeps [`INTERVAL`][INTERVAL] seconds again and again; how much later
 than asked it wakes up is the lag of that moment (oversleep, as Node's
-``monitorEventLoopDelay``). The figure reported is the worst lag seen in the last :data:`WINDOW`
-seconds (:class:`LagWindow`, pure: it takes ``now`` as an argument). A loop blocked for *B*
+``monitorEventLoopDelay``). The figure reported is the worst lag seen in the last [`WINDOW`][WINDOW]
+seconds ([`LagWindow`][LagWindow], pure: it takes ``now`` as an argument). A loop blocked for *B*
 seconds shows a lag between *B* − INTERVAL and *B*, once it runs again.
 
-**One per event loop.** Every election of the loop shares one :class:`LoopLagMonitor` (an anyio
+**One per event loop.** Every election of the loop shares one [`LoopLagMonitor`][LoopLagMonitor] (an anyio
 ``RunVar``): the first election to start it hosts its sampling task in the election's own task
 group; when the host election ends while others run, the sampling moves to another election's
 task group (the measured window is kept); it stops with the last election.
@@ -107,7 +107,7 @@ def lag_problem(lag: float, timing: Timing, description: str) -> str | None:
 class LoopLagMonitor:
     """Samples one event loop's lag (see the module docstring). ``clock`` is the time source
     (``anyio.current_time`` unless a test injects one); ``interval`` and ``window`` as
-    :data:`INTERVAL` and :data:`WINDOW`."""
+    [`INTERVAL`][INTERVAL] and [`WINDOW`][WINDOW]."""
 
     def __init__(
         self,
@@ -200,7 +200,7 @@ def install_loop_lag_monitor(monitor: LoopLagMonitor) -> None:
 
 
 def loop_lag() -> float:
-    """The worst lag of the current event loop over the last :data:`WINDOW` seconds (0.0 while
+    """The worst lag of the current event loop over the last [`WINDOW`][WINDOW] seconds (0.0 while
     no election runs a monitor)."""
     try:
         monitor = _monitor.get()

@@ -11,7 +11,7 @@ stay independent, and keeps client-go's names and meaning for those two:
 plus ``aioleader_*``: terms started, renewal latency, API errors by kind, failed attempts of term
 hooks (a Pod role label, the leader's EndpointSlice), and the event loop's lag
 (``aioleader_event_loop_lag_seconds``: the worst lag in the last minute, read at scrape time from
-the loop's monitor, :mod:`aioleader._looplag`).
+the loop's monitor, `aioleader._looplag`).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class ElectionMetrics(Protocol):
 
 @runtime_checkable
 class ShardMetrics(Protocol):
-    """What a shard group (:func:`~aioleader.elect_shards`) reports, per group, when its
-    ``metrics`` option has these methods too (as :class:`PrometheusMetrics` does)."""
+    """What a shard group ([`elect_shards()`][aioleader.elect_shards]) reports, per group, when its
+    ``metrics`` option has these methods too (as [`PrometheusMetrics`][PrometheusMetrics] does)."""
 
     def shards_changed(self, group: str, owned: int, members: int) -> None:
         """This replica now leads ``owned`` shards of ``group``, which has ``members`` live
@@ -64,7 +64,7 @@ class ShardMetrics(Protocol):
 
 
 class PrometheusMetrics:
-    """:class:`ElectionMetrics` on prometheus-client, in ``registry`` (default: the global one).
+    """[`ElectionMetrics`][ElectionMetrics] on prometheus-client, in ``registry`` (default: the global one).
 
     ::
 

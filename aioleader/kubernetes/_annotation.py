@@ -2,8 +2,8 @@
 
 Before Leases existed, client-go kept the leader election record as JSON in the annotation
 ``control-plane.alpha.kubernetes.io/leader`` of an ordinary core/v1 object. Both kinds share
-everything but their API paths, so the lock lives here once and :mod:`._configmap` and
-:mod:`._endpoints` only name the kind.
+everything but their API paths, so the lock lives here once and `._configmap` and
+`._endpoints` only name the kind.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def decode_annotation(value: object) -> tuple[LeaderElectionRecord, bytes]:
       value that is not a string, an object without ``holderIdentity`` (no known writer omits
       it, so an object without it is a format we do not know, not evidence that the lock is
       free) or with a holder that is not a string. The record then names
-      :data:`UNPARSEABLE_HOLDER`; an object's other fields are read as usual (so a valid
+      [`UNPARSEABLE_HOLDER`][UNPARSEABLE_HOLDER]; an object's other fields are read as usual (so a valid
       duration counts), anything else carries no lease duration.
 
     Why not free, and why not an error? client-go returns the ``json.Unmarshal`` error, so its
@@ -61,7 +61,7 @@ def decode_annotation(value: object) -> tuple[LeaderElectionRecord, bytes]:
 
     ``raw`` is the annotation as stored (UTF-8), so followers detect any change, even one they
     cannot parse; it is empty for an absent annotation. Never raises, whatever ``value`` is (see
-    :func:`~aioleader._record.record_from_annotation` for how each field is read).
+    `record_from_annotation()` for how each field is read).
     """
     record = record_from_annotation(value)
     if value is None:
@@ -95,7 +95,7 @@ class AnnotationLock(ObjectLock):
     renewal, bounded requests, error translation, reading garbage, Events, watching - is shared.
 
     An object without the leader annotation reads as a free lock; one whose annotation cannot be
-    read reads as held by :data:`UNPARSEABLE_HOLDER` (see :func:`decode_annotation`). A renewal
+    read reads as held by [`UNPARSEABLE_HOLDER`][UNPARSEABLE_HOLDER] (see [`decode_annotation()`][decode_annotation]). A renewal
     changes only the leader annotation: data, subsets, labels, other annotations and owner
     references are sent back as the server last returned them. A ConfigMap cannot be created by
     PUT (renewing a deleted one is a 404); an Endpoints object could, but the cached ``uid`` is a

@@ -2,15 +2,15 @@
 object there: client-go's shared informer, for the Kubernetes locks' watches.
 
 A process that follows many Leases in a namespace (one election per shard, per tenant, per
-managed object) would otherwise hold one watch connection per election. An :class:`Informer`
-lists and watches the namespace once (a :class:`~aioleader.kubernetes._watch.Reflector` without
+managed object) would otherwise hold one watch connection per election. An [`Informer`][Informer]
+lists and watches the namespace once (a `Reflector` without
 a name: the same bookmarks, 410 re-list, safety re-read, backoff and ``sock_read`` cut of silent
 streams as the per-name watch) and keeps every object's state by name; each lock's
-:meth:`~aioleader.kubernetes._object.ObjectLock.watch_cursor` is a :class:`SharedCursor` on it,
+`watch_cursor()` is a [`SharedCursor`][SharedCursor] on it,
 which returns what that one object's own watch would: the object now, each change of it,
 ``None`` while it does not exist.
 
-**Who reads.** No background task: whichever follower is waiting in :meth:`SharedCursor.next`
+**Who reads.** No background task: whichever follower is waiting in [`SharedCursor.next()`][SharedCursor.next]
 reads the shared stream for all of them (the *reader*), as httpcore's HTTP/2 connection is read
 by whichever stream is waiting for data. The reader applies each event to the shared states and
 wakes the followers of the object it changed; when its own object changes, it returns, and hands
@@ -21,8 +21,8 @@ calls: no task is held across a ``yield``, and no task group is left to own.
 
 **Lifetime.** Informers are kept per (event loop, API client, lock kind, namespace, watch
 options) and reference-counted by the cursors open on them: the first follower's first
-:meth:`~SharedCursor.next` lists and opens the stream, and the last follower's
-:meth:`~SharedCursor.close` closes it (synchronously) and forgets the states. There is no linger
+[`next()`][SharedCursor.next] lists and opens the stream, and the last follower's
+[`close()`][SharedCursor.close] closes it (synchronously) and forgets the states. There is no linger
 with the stream open: nothing would read it meanwhile (so a follower coming back would need a
 list anyway to trust it), and a connection left open past its last user outlives the code that
 closes the client (``asyncio.run()`` ending, an ``async with ApiClient()`` block), which aiohttp
@@ -32,10 +32,10 @@ reports as an unclosed connection. What is kept for a while is a refusal (below)
 ``resourceNames`` (a rule restricted by name only allows requests with
 ``fieldSelector=metadata.name=<name>``). When the namespace-wide list or watch is refused (403),
 every cursor on the informer falls back to a watch of its own object by name
-(:class:`~aioleader.kubernetes._watch.ObjectWatch`), and cursors that join it later do so at once,
+(`ObjectWatch`), and cursors that join it later do so at once,
 for as long as the informer is kept (at least ``relist_interval`` seconds after the refusal),
 then the shared watch is tried again. A 403 of the per-name watch is then what the elector sees
-(:class:`~aioleader.ForbiddenError`: it polls instead).
+([`ForbiddenError`][aioleader.ForbiddenError]: it polls instead).
 
 **Staleness.** A cursor's first state is the shared one, which may trail a read its lock made
 just before by the stream's delivery delay (as any informer's cache); it never goes back to a
@@ -86,7 +86,7 @@ def shared_cursor(
     """A cursor on ``ref``'s object served by the process's informer for ``ref``'s namespace.
 
     ``source`` identifies the connection the informer may be shared over (the borrowed
-    ``ApiClient``, or the lock's own :class:`KubeClient` when it built its client); ``client``
+    ``ApiClient``, or the lock's own [`KubeClient`][KubeClient] when it built its client); ``client``
     sends the requests; ``kind`` (the lock class), the namespace and ``options`` complete the
     key. ``fallback`` builds the per-name cursor used when the namespace cannot be listed (403).
     Creating a cursor sends nothing. Must be called in the event loop the client runs on.
@@ -216,7 +216,7 @@ class Informer:
 
 
 class SharedCursor(WatchCursor):
-    """One object's states from the namespace's :class:`Informer`. Cancel-safe."""
+    """One object's states from the namespace's [`Informer`][Informer]. Cancel-safe."""
 
     def __init__(self, informer: Informer, name: str, fallback: Callable[[], WatchCursor]) -> None:
         self.informer = informer

@@ -1,15 +1,15 @@
 """The base of the locks kept in a Kubernetes object: everything but the object's kind and how
 the record sits in it.
 
-:class:`ObjectLock` holds what :class:`~aioleader.kubernetes.LeaseLock` and the annotation
+[`ObjectLock`][ObjectLock] holds what [`LeaseLock`][aioleader.kubernetes.LeaseLock] and the annotation
 locks share: construction and its checks, ``name``/``namespace``/``identity``, ``describe``,
 the object cached as last read or written (the base of the next compare-and-swap), bounded
 requests on a borrowed or owned client, Events, and the list+watch. A subclass names its kind
 (class attributes) and says what differs, in three methods:
 
-* :meth:`~ObjectLock._decode`: the record in an object as the server sent it;
-* :meth:`~ObjectLock._create_body`: the object to create, holding a record;
-* :meth:`~ObjectLock._update_body`: the object to PUT, from the cached one and a record.
+* `_decode()`: the record in an object as the server sent it;
+* `_create_body()`: the object to create, holding a record;
+* `_update_body()`: the object to PUT, from the cached one and a record.
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ class ObjectLock(Lock):
     """A lock whose record lives in one namespaced Kubernetes object (see the module docstring).
 
     ``api_client`` is a kubernetes_asyncio ``ApiClient`` the lock borrows (it is never closed by
-    the lock); without one, the lock builds one on first use and closes it in :meth:`aclose`.
+    the lock); without one, the lock builds one on first use and closes it in [`aclose()`][aclose].
     ``labels``, ``annotations`` and ``owner_references`` are written when this lock creates the
     object and kept by every update (which writes the object back as read); a kind with
-    :attr:`_labels_on_update` also writes its ``labels`` with every update, so that each new
+    `_labels_on_update` also writes its ``labels`` with every update, so that each new
     holder's labels replace the previous holder's. ``create=False``: the lock never creates the
-    object (see :meth:`create`). ``events=False`` records no Events.
+    object (see [`create()`][create]). ``events=False`` records no Events.
     """
 
     #: The object's ``kind``, ``apiVersion``, API group (``""`` for core) and plural (as RBAC
@@ -70,8 +70,8 @@ class ObjectLock(Lock):
     _method: ClassVar[str]
     #: Whether updates write the configured labels too (client-go 1.34's ``LeaseLock.Labels``).
     _labels_on_update: ClassVar[bool] = False
-    #: Whether :meth:`watch` follows the object through the process's one list+watch of the
-    #: namespace (:mod:`._informer`) by default, rather than a watch of its own by name.
+    #: Whether [`watch()`][watch] follows the object through the process's one list+watch of the
+    #: namespace (`._informer`) by default, rather than a watch of its own by name.
     shared_watch: ClassVar[bool] = True
 
     def __init__(
@@ -153,7 +153,7 @@ class ObjectLock(Lock):
     # -- what a kind says --------------------------------------------------------------------------
 
     def _check(self) -> None:
-        """Further construction checks (:class:`ValueError`); the arguments are checked already."""
+        """Further construction checks (`ValueError`); the arguments are checked already."""
 
     @staticmethod
     @abstractmethod
@@ -177,7 +177,7 @@ class ObjectLock(Lock):
     # -- Lock ----------------------------------------------------------------------------------
 
     async def get(self, *, timeout: float | None = None) -> Observed | None:
-        """Read the object; ``None`` if it does not exist. Caches it for :meth:`update`."""
+        """Read the object; ``None`` if it does not exist. Caches it for [`update()`][update]."""
         reply = await self._client.send("get", self._ref, "GET", self._object_path, timeout=timeout)
         if reply.status == 404 and reply.status_object() is not None:
             self._cached = self._cached_record = None
@@ -195,9 +195,9 @@ class ObjectLock(Lock):
         """Create the object holding ``record`` (with the configured labels, annotations and owner
         references).
 
-        Raises :class:`~aioleader.LockConflict` if it already exists. A lock built with
-        ``create=False`` sends nothing and raises :class:`~aioleader.LockNotFound` (a transient
-        :class:`~aioleader.LockError`: the elector retries every retry period until somebody
+        Raises [`LockConflict`][aioleader.LockConflict] if it already exists. A lock built with
+        ``create=False`` sends nothing and raises [`LockNotFound`][aioleader.LockNotFound] (a transient
+        [`LockError`][aioleader.LockError]: the elector retries every retry period until somebody
         creates the object), logging one WARNING per disappearance.
         """
         if not self._may_create:
@@ -233,8 +233,8 @@ class ObjectLock(Lock):
     ) -> Observed:
         """Write ``record`` with one PUT of the cached object (compare-and-swap on its version).
 
-        Raises :class:`~aioleader.LockConflict` if the object changed or was deleted since it was
-        cached, :class:`~aioleader.LockError` if nothing is cached yet.
+        Raises [`LockConflict`][aioleader.LockConflict] if the object changed or was deleted since it was
+        cached, [`LockError`][aioleader.LockError] if nothing is cached yet.
         """
         cached, kept = self._cached, self._cached_record
         if cached is None or kept is None:
@@ -256,7 +256,7 @@ class ObjectLock(Lock):
         """Record ``message`` (e.g. ``"pod-a became leader"``) as an Event on the lock object, as
         client-go does (reason ``LeaderElection``, type ``Normal``).
 
-        Best effort (see :mod:`aioleader.kubernetes._events`): never raises, bounded by
+        Best effort (see `aioleader.kubernetes._events`): never raises, bounded by
         ``timeout`` seconds (2 s if ``None``), a no-op when the lock was built with
         ``events=False``. Needs the RBAC verbs ``create`` and ``patch`` on ``events``; without
         them the Event is dropped (logged at DEBUG) and the election is not disturbed.
@@ -294,17 +294,17 @@ class ObjectLock(Lock):
         ``sock_read``, and checked by a safety re-read every ``relist_interval`` seconds. Only
         changes of the record or of the object's existence are yielded: not bookmarks, not
         changes elsewhere in the object (labels, other annotations, data). Transient errors are
-        retried forever; 403 raises :class:`~aioleader.ForbiddenError` (the watch needs the RBAC
-        verbs ``list`` and ``watch`` on the resource). See :mod:`aioleader.kubernetes._watch`.
+        retried forever; 403 raises [`ForbiddenError`][aioleader.ForbiddenError] (the watch needs the RBAC
+        verbs ``list`` and ``watch`` on the resource). See `aioleader.kubernetes._watch`.
 
-        The watch never touches the object cached for :meth:`update`: an elector decides on what
+        The watch never touches the object cached for [`update()`][update]: an elector decides on what
         it read itself, and a newer version slipped into the cache would let it overwrite a
-        record it never looked at. Options are checked here (:class:`ValueError`); nothing is
+        record it never looked at. Options are checked here (`ValueError`); nothing is
         sent before the first iteration.
 
-        ``shared`` (default: :attr:`shared_watch`, true for Leases) serves the watch from the
+        ``shared`` (default: [`shared_watch`][shared_watch], true for Leases) serves the watch from the
         process's one list+watch of the namespace, shared with every lock of the same kind, API
-        client, namespace and watch options (:mod:`aioleader.kubernetes._informer`): one watch
+        client, namespace and watch options (`aioleader.kubernetes._informer`): one watch
         connection however many locks are followed. It needs ``list`` and ``watch`` without
         ``resourceNames``; when the namespace-wide list or watch is refused (403), it falls back
         to a list and watch by name. ``shared=False`` always watches by name.
@@ -338,7 +338,7 @@ class ObjectLock(Lock):
         rng: random.Random | None = None,
         shared: bool | None = None,
     ) -> WatchCursor:
-        """What :meth:`watch` yields, as a cancel-safe :class:`~aioleader.WatchCursor`; the same
+        """What [`watch()`][watch] yields, as a cancel-safe [`WatchCursor`][aioleader.WatchCursor]; the same
         options."""
         options = WatchOptions(
             relist_interval=relist_interval,
@@ -404,5 +404,5 @@ def _serialize(body: dict[str, Any]) -> bytes:
 def client_of(lock: ObjectLock) -> KubeClient:
     """The request path of ``lock`` (its borrowed or owned API client, bounded and translated
     requests), for objects of this package that live next to the lock and share its client (a
-    :class:`~aioleader.kubernetes.LeaseCandidate`)."""
+    [`LeaseCandidate`][aioleader.kubernetes.LeaseCandidate])."""
     return lock._client

@@ -1,9 +1,9 @@
-"""What a request is about (:class:`ObjectRef`), what came back (:class:`Reply`), and reading the
+"""What a request is about ([`ObjectRef`][ObjectRef]), what came back ([`Reply`][Reply]), and reading the
 object out of a successful reply.
 
 A body that is not the JSON object expected (a proxy's HTML page with status 200, a truncated
-body, an object of another kind) is a :class:`~aioleader.LockError` with a readable excerpt,
-decided here once (:func:`decode_json`): a malformed reply must never crash the elector.
+body, an object of another kind) is a [`LockError`][aioleader.LockError] with a readable excerpt,
+decided here once ([`decode_json()`][decode_json]): a malformed reply must never crash the elector.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Reply:
         return 200 <= self.status < 300
 
     def json(self) -> object:
-        """The decoded body, or :data:`_NOT_JSON` (a sentinel, never raises)."""
+        """The decoded body, or `_NOT_JSON` (a sentinel, never raises)."""
         try:
             return json.loads(self.body)
         except (ValueError, RecursionError):  # JSONDecodeError and bad UTF-8 are ValueErrors
@@ -80,7 +80,7 @@ _NOT_JSON: Final = object()
 
 
 def reply_of(response: aiohttp.ClientResponse, body: bytes) -> Reply:
-    """The :class:`Reply` of aiohttp's ``response`` whose body was read as ``body``."""
+    """The [`Reply`][Reply] of aiohttp's ``response`` whose body was read as ``body``."""
     return Reply(
         status=response.status,
         reason=response.reason or "",
@@ -91,7 +91,7 @@ def reply_of(response: aiohttp.ClientResponse, body: bytes) -> Reply:
 
 
 def decode_json(verb: str, ref: ObjectRef, reply: Reply) -> dict[str, Any]:
-    """The JSON object in ``reply``; :class:`LockError` naming what came instead otherwise."""
+    """The JSON object in ``reply``; [`LockError`][LockError] naming what came instead otherwise."""
     data = reply.json()
     if data is _NOT_JSON:
         content_type = reply.content_type or "no content type"
@@ -106,8 +106,8 @@ def decode_json(verb: str, ref: ObjectRef, reply: Reply) -> dict[str, Any]:
 def decode_object(verb: str, ref: ObjectRef, reply: Reply, kind: str) -> tuple[dict[str, Any], str]:
     """The object in a 2xx reply and its ``metadata.resourceVersion``.
 
-    Anything else (see :func:`decode_json`; an object of another kind or without a
-    resourceVersion) is a :class:`LockError` with a readable message: the lock cannot
+    Anything else (see [`decode_json()`][decode_json]; an object of another kind or without a
+    resourceVersion) is a [`LockError`][LockError] with a readable message: the lock cannot
     compare-and-swap without a version.
     """
     data = decode_json(verb, ref, reply)

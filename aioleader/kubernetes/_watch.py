@@ -32,15 +32,15 @@ etcd's 1.5 MiB object limit), a ``sock_read`` timeout for silent streams, reads 
 interrupted for the safety re-read without losing a partial line, and a response that is closed
 (synchronously) however the watch ends.
 
-The watch is a :class:`~aioleader.WatchCursor` (:class:`ObjectWatch`), not a generator: every
+The watch is a [`WatchCursor`][aioleader.WatchCursor] ([`ObjectWatch`][ObjectWatch]), not a generator: every
 step keeps its progress in the object (the open stream and its partial line, the resume point,
-the instant a backoff ends), so a :meth:`~ObjectWatch.next` cancelled part-way loses nothing and
-the next call continues. That is what lets a :class:`~aioleader.locks.MultiLock` wait on two
+the instant a backoff ends), so a [`next()`][ObjectWatch.next] cancelled part-way loses nothing and
+the next call continues. That is what lets a [`MultiLock`][aioleader.locks.MultiLock] wait on two
 watches at once, and what a watch shared by many elections will need. A request cancelled
 part-way (a list, the opening of a stream) is sent again by the next call.
 
-Errors: 403 (:class:`~aioleader.ForbiddenError`) and the other fatal replies of
-:func:`~aioleader.kubernetes._errors.error_for` are raised by :meth:`~ObjectWatch.next`;
+Errors: 403 ([`ForbiddenError`][aioleader.ForbiddenError]) and the other fatal replies of
+`error_for()` are raised by [`next()`][ObjectWatch.next];
 everything transient is retried forever inside it, so the caller stops a watch by cancelling
 the call and closing the cursor (``Lock.watch()`` is the cursor as a generator that does both).
 """
@@ -87,7 +87,7 @@ Lister = Callable[
 ]
 
 #: The lock's reading of one object (the JSON dict, as the server sent it) at a resourceVersion.
-#: May raise :class:`LockError` for an object it cannot read (retried like any transient error).
+#: May raise [`LockError`][LockError] for an object it cannot read (retried like any transient error).
 ObjectDecoder = Callable[[dict[str, Any], str], Observed]
 
 # Longer lines are not watch events of a lock object (etcd refuses objects above 1.5 MiB).
@@ -100,7 +100,7 @@ _ERROR_BODY_TIMEOUT: Final = 5.0
 
 @dataclass(frozen=True)
 class WatchOptions:
-    """How a watch talks to the API server. Validated at construction (:class:`ValueError`).
+    """How a watch talks to the API server. Validated at construction (`ValueError`).
 
     * ``relist_interval``: seconds between safety re-reads while a stream looks alive.
     * ``timeout_seconds``: the ``timeoutSeconds`` asked of the server; it ends the stream cleanly
@@ -198,16 +198,16 @@ class _Stream:
 
 class Reflector:
     """The list+watch protocol of the module docstring over one namespaced collection, keeping
-    the states it saw by object name (:attr:`objects`). Cancel-safe, like the cursors on top.
+    the states it saw by object name ([`objects`][objects]). Cancel-safe, like the cursors on top.
 
     ``ref`` names the collection (its ``name`` is used in messages only). ``name`` narrows the
     reflector to one object (``fieldSelector=metadata.name=<name>``, what RBAC can restrict by
     ``resourceNames``); ``None`` lists and watches the whole namespace, which is what one shared
-    watch for many locks (:mod:`aioleader.kubernetes._informer`) needs.
+    watch for many locks (`aioleader.kubernetes._informer`) needs.
 
-    :meth:`step` does the work until something changed: it returns the names whose state
+    [`step()`][step] does the work until something changed: it returns the names whose state
     changed (empty after a list that changed nothing). The cursors compare what they last
-    returned with :attr:`objects`; the reflector never reports, it only keeps the states.
+    returned with [`objects`][objects]; the reflector never reports, it only keeps the states.
     """
 
     def __init__(
@@ -233,7 +233,7 @@ class Reflector:
         self.resume_at: float | None = None  # the end of the backoff under way
         self.version: str | None = None  # where the next watch resumes
         self.objects: dict[str, Observed] = {}  # the states seen, by name
-        self.listed = False  # has a list succeeded (are :attr:`objects` complete)?
+        self.listed = False  # has a list succeeded (are [`objects`][objects] complete)?
         self.need_list = True
         self.next_read = math.inf  # when the next safety re-read is due
         self.stream: _Stream | None = None
@@ -247,7 +247,7 @@ class Reflector:
     async def step(self) -> list[str]:
         """Work until the states changed or a list completed; the names that changed.
 
-        Raises the fatal errors (:class:`~aioleader.ElectionError`: 403 and the like); retries
+        Raises the fatal errors ([`ElectionError`][aioleader.ElectionError]: 403 and the like); retries
         everything else."""
         while True:
             if self.need_list:
@@ -381,8 +381,8 @@ class Reflector:
     # -- watch -----------------------------------------------------------------------------------
 
     async def open(self) -> aiohttp.ClientResponse:
-        """Open a watch from :attr:`version`; raises :class:`_Relist`, :class:`LockError` or a
-        fatal :class:`ElectionError`. The caller closes the response it gets."""
+        """Open a watch from [`version`][version]; raises `_Relist`, [`LockError`][LockError] or a
+        fatal [`ElectionError`][ElectionError]. The caller closes the response it gets."""
         o = self.options
         query = {
             **self._selector(),
@@ -415,7 +415,7 @@ class Reflector:
 
     async def read(self) -> list[str] | None:
         """Read the open stream until a change (the names that changed) or its end (``None``,
-        the stream closed and :attr:`need_list` set if the resume point cannot be trusted)."""
+        the stream closed and [`need_list`][need_list] set if the resume point cannot be trusted)."""
         stream = self.stream
         assert stream is not None
         o = self.options

@@ -3,7 +3,6 @@ crashes and membership loss; the handle's waits; bad arguments; listing siblings
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,7 +16,7 @@ from aioleader import Shards, Timing, elect_shards
 from aioleader._shard_decisions import assign
 from aioleader.kubernetes import ConfigMapLock
 from aioleader.locks import FileLock
-from aioleader.testing import FaultyLock, MemoryLock, TermLog, WorkInterval
+from aioleader.testing import FaultyLock, MemoryLock, TermLog
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fake_clock]
 
@@ -48,21 +47,7 @@ class Replica:
 async def work(shards: Shards, index: int, log: TermLog) -> None:
     while True:
         async with shards.leading(index) as term:
-            start = anyio.current_time()
-            try:
-                await anyio.sleep(math.inf)
-            finally:
-                log.intervals.append(
-                    WorkInterval(
-                        identity=term.identity,
-                        term=term.number,
-                        fencing_token=term.fencing_token,
-                        start=start,
-                        end=anyio.current_time(),
-                        deadline=term.deadline,
-                        end_reason=term.end_reason,
-                    )
-                )
+            await log.work(term)
 
 
 @asynccontextmanager

@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._election import campaign
-from .._leadership import Leadership
+from .._leadership import Leadership, Term
 from .._lock import Lock
 from .._timing import Timing
 from ..locks._memory import MemoryLock
@@ -92,6 +92,27 @@ class TermLog:
         """Work that began in a term already over (must be empty)."""
         return [i for i in self.intervals if not i.started_active]
 
+    async def work(self, term: Term) -> None:
+        """ "Work" as leader in ``term`` until cancelled (call it inside ``leading()``), and
+        record the interval."""
+        start = anyio.current_time()
+        active = term.active  # the body must never start in a term that is over
+        try:
+            await anyio.sleep(math.inf)
+        finally:
+            self.intervals.append(
+                WorkInterval(
+                    identity=term.identity,
+                    term=term.number,
+                    fencing_token=term.fencing_token,
+                    start=start,
+                    end=anyio.current_time(),
+                    deadline=term.deadline,
+                    end_reason=term.end_reason,
+                    started_active=active,
+                )
+            )
+
     @property
     def fencing_monotonic(self) -> bool:
         tokens = [i.fencing_token for i in sorted(self.intervals, key=lambda i: i.start)]
@@ -111,23 +132,7 @@ async def lead_forever(
         task_status.started(leadership)
         while True:
             async with leadership.leading() as term:
-                start = anyio.current_time()
-                active = term.active  # the body must never start in a term that is over
-                try:
-                    await anyio.sleep(math.inf)
-                finally:
-                    log.intervals.append(
-                        WorkInterval(
-                            identity=term.identity,
-                            term=term.number,
-                            fencing_token=term.fencing_token,
-                            start=start,
-                            end=anyio.current_time(),
-                            deadline=term.deadline,
-                            end_reason=term.end_reason,
-                            started_active=active,
-                        )
-                    )
+                await log.work(term)
 
 
 @final

@@ -142,23 +142,7 @@ class _Replica:
 async def _work(shards: Shards, index: int, log: TermLog) -> None:
     while True:
         async with shards.leading(index) as term:
-            start = anyio.current_time()
-            active = term.active
-            try:
-                await anyio.sleep(math.inf)
-            finally:
-                log.intervals.append(
-                    WorkInterval(
-                        identity=term.identity,
-                        term=term.number,
-                        fencing_token=term.fencing_token,
-                        start=start,
-                        end=anyio.current_time(),
-                        deadline=term.deadline,
-                        end_reason=term.end_reason,
-                        started_active=active,
-                    )
-                )
+            await log.work(term)
 
 
 async def run_shard_chaos(

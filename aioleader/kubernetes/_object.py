@@ -263,10 +263,6 @@ class ObjectLock(Lock):
         """
         await self._events.record(message, self._cached, timeout=timeout)
 
-    @property
-    def supports_watch(self) -> bool:
-        return True
-
     def watch(
         self,
         *,

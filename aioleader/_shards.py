@@ -215,6 +215,7 @@ class _Group:
         self._wanted: frozenset[int] = frozenset()
         self._members: frozenset[str] = frozenset()
         self._owned: frozenset[int] = frozenset()
+        self._followed: set[int] = set()
         self._owned_changed = anyio.Event()
         self._wake = anyio.Event()
         self.acquired = 0
@@ -233,7 +234,10 @@ class _Group:
         return self._leaderships[index]
 
     def owned(self) -> frozenset[int]:
-        return frozenset(i for i, s in enumerate(self._leaderships) if s.is_leader_nowait())
+        # The shards whose term this group has taken note of (so ``acquired`` already counts
+        # them) and that are still led: a term that began but whose follower has not run yet
+        # is not reported, and one that ended is dropped at once.
+        return frozenset(i for i in self._followed if self._leaderships[i].is_leader_nowait())
 
     async def wait_owned_change(self) -> frozenset[int]:
         await self._owned_changed.wait()
@@ -332,6 +336,7 @@ class _Group:
             while True:
                 term = await leadership.wait_term()
                 self.acquired += 1
+                self._followed.add(index)
                 if self.metrics is not None:
                     self.metrics.shard_moved(self.name, acquired=True)
                 self._owned_change()
@@ -340,6 +345,7 @@ class _Group:
                     # the shard was given up can still win. Give that term up at once.
                     leadership.pause()
                 await term.wait_ended()
+                self._followed.discard(index)
                 self.released += 1
                 if self.metrics is not None:
                     self.metrics.shard_moved(self.name, acquired=False)

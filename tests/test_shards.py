@@ -66,17 +66,24 @@ async def running(
 
 async def wait_until(predicate: Callable[[], bool], *handles: Shards, limit: float = 30) -> float:
     """Wait until ``predicate()`` holds, re-checking at each change of an owned set (exact
-    times), and return the time."""
+    times), and return the time. The waiters are parked before the predicate is checked, so a
+    change between the check and the wait is not missed."""
+
+    async def changed(
+        handle: Shards, tg: anyio.abc.TaskGroup, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        task_status.started()
+        await handle.wait_owned_change()  # takes the current event before yielding
+        tg.cancel_scope.cancel()
+
     with anyio.fail_after(limit):
-        while not predicate():
+        while True:
             async with anyio.create_task_group() as tg:
                 for handle in handles:
-
-                    async def changed(handle: Shards = handle) -> None:
-                        await handle.wait_owned_change()
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(changed)
+                    await tg.start(changed, handle, tg)
+                if predicate():
+                    tg.cancel_scope.cancel()
+                    break
     return anyio.current_time()
 
 

@@ -14,6 +14,7 @@ import logging
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from ._flag import Flag
 from ._leadership import Term
 from ._lock import Lock
 from ._options import Candidacy, TermHook
@@ -43,7 +44,7 @@ class Companions:
         self.log_extra = log_extra
         self._scopes: list[anyio.CancelScope] = []
         self._candidacy_scope = anyio.CancelScope()
-        self._candidacy_done = anyio.Event()
+        self._candidacy_done = Flag()
         if candidate is None:
             self._candidacy_done.set()
 

@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from . import _clock
 from ._admission import attempts_limiter
 from ._companions import Companions
 from ._decisions import TOKEN_FLOORS, LockView, record_for_new_term
 from ._exceptions import AioleaderError, ElectionError, LockConflict, LockError
+from ._flag import Flag
 from ._handover import STEPPED_DOWN, Handover
 from ._leadership import Leadership, LeadershipStatistics, Term, _Leading
 from ._lock import Lock, Observed
@@ -126,7 +128,7 @@ class _Election:
         )
         self._fatal: BaseException | None = None
         self._watch_failed = False
-        self._wake = anyio.Event()
+        self._wake = Flag()
         self._stopped_pending: Term | None = None
         self._tg: TaskGroup | None = None
         self.notifier = Notifier()
@@ -152,7 +154,7 @@ class _Election:
         self._watched: Observed | None = None
         # Set when the current term's work has finished, its release (if voluntary) is written
         # and on_stopped_leading has run.
-        self._term_closed = anyio.Event()
+        self._term_closed = Flag()
         self._term_closed.set()
 
     # -- ElectionState (what Leadership reads) ------------------------------------------------------
@@ -218,8 +220,8 @@ class _Election:
             self._tg.start_soon(self.handover.follow_readiness)
         while True:
             term = await self._acquire()
-            self._term_closed = anyio.Event()
-            if anyio.current_time() < self.view.held_until:
+            self._term_closed = Flag()
+            if _clock.now() < self.view.held_until:
                 # Paused (or stepped down) while the winning attempt was in flight: the term is
                 # not wanted; hand it back at once (work none yet, lock released).
                 self.handover.decline(term)
@@ -253,7 +255,7 @@ class _Election:
         """Feed one read (or watch event) into the view; log and announce what changed."""
         was_deleted = self.view.deleted
         self._watched = None  # a newer observation than the watch's: _follow sets it again
-        change = self.view.observe(observed, anyio.current_time())
+        change = self.view.observe(observed, _clock.now())
         if self.view.deleted and not was_deleted:
             logger.info(
                 "%s: the lock object does not exist", self._description, extra=self._log_extra
@@ -286,7 +288,7 @@ class _Election:
         and the loop polls, with an attempt at once.
         """
         outcome: _Failed | None = None
-        if anyio.current_time() >= self.view.held_until:
+        if _clock.now() >= self.view.held_until:
             first = await self._attempt()
             if isinstance(first, Term):
                 return first
@@ -302,14 +304,14 @@ class _Election:
                 while True:
                     if following and self._watch_failed:
                         following = False
-                        next_try = anyio.current_time()
+                        next_try = _clock.now()
                     wake = self._wake
-                    with anyio.move_on_after(next_try - anyio.current_time()):
+                    with anyio.move_on_after(next_try - _clock.now()):
                         await wake.wait()
                     if wake.is_set():
                         # A new observation, or a resume: re-decide (a release means: now).
-                        self._wake = anyio.Event()
-                        next_try = self.view.next_attempt(anyio.current_time(), self._own_token())
+                        self._wake = Flag()
+                        next_try = self.view.next_attempt(_clock.now(), self._own_token())
                         continue
                     attempt = await self._attempt()
                     if isinstance(attempt, Term):
@@ -324,7 +326,7 @@ class _Election:
 
     def _schedule(self, outcome: _Failed | None, following: bool) -> float:
         """When to attempt next, after an attempt that did not win."""
-        now = anyio.current_time()
+        now = _clock.now()
         pause = None
         if isinstance(outcome, _Failed) or not following:
             # client-go's JitterUntil: RP × uniform(1, 1 + jitter), counted after the attempt.
@@ -378,22 +380,22 @@ class _Election:
             half = self.timing.renew_deadline / 2
             try:
                 base = self._watched
-                if base is not None and self.view.may_take(anyio.current_time(), self._own_token()):
+                if base is not None and self.view.may_take(_clock.now(), self._own_token()):
                     # The watch delivered the lock's latest state and it may be taken: one write,
                     # no read first. A conflict means somebody wrote since: read, then decide.
                     self._watched = None
                     record = self._new_term_record(base)
                     with contextlib.suppress(LockConflict):
                         written, stamp = await self.io.update_from(
-                            base, record, anyio.current_time() + half
+                            base, record, _clock.now() + half
                         )
                         return self._begin_term(written, record, stamp)
-                observed = await self.io.get(anyio.current_time() + half)
+                observed = await self.io.get(_clock.now() + half)
                 self._observe(observed)
-                if not self.view.may_take(anyio.current_time(), self._own_token()):
+                if not self.view.may_take(_clock.now(), self._own_token()):
                     return None
                 record = self._new_term_record(observed)
-                deadline = anyio.current_time() + half
+                deadline = _clock.now() + half
                 if observed is None:
                     written, stamp = await self.io.create(record, deadline)
                 else:
@@ -553,7 +555,7 @@ class _Election:
         done = self.keeper.last_renew_done
         if term is None or term._reason is not None or done is None:
             return None
-        stale = anyio.current_time() - done
+        stale = _clock.now() - done
         if stale > self.timing.lease_duration + tolerance:
             return (
                 f"{self._description}: leading but not renewed for {stale:.1f}s "

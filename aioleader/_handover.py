@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from . import _clock
 from ._decisions import LockView
+from ._flag import Flag
 from ._leadership import Term
 from ._options import ReadySignal
 from ._timing import Timing
@@ -46,7 +48,7 @@ class Handover:
         current_term: Callable[[], Term | None],
         end_term: Callable[[Term, str], None],
         wake: Callable[[], None],
-        term_closed: Callable[[], anyio.Event],
+        term_closed: Callable[[], Flag],
         description: str,
         log_extra: dict[str, str],
     ) -> None:
@@ -87,7 +89,7 @@ class Handover:
             closed = self.term_closed()
             self.end_term(term, STEPPED_DOWN)
             await closed.wait()
-        self.view.hold(math.inf if self.paused else anyio.current_time() + cooldown)
+        self.view.hold(math.inf if self.paused else _clock.now() + cooldown)
         self.wake()
 
     def hand_over(self, term: Term, why: str) -> None:
@@ -99,7 +101,7 @@ class Handover:
         self._log("hands over (%s)", why)
         t = self.timing
         rest = (1 + t.jitter) * t.retry_period + t.retry_period
-        self.view.hold(max(self.view.held_until, anyio.current_time() + rest))
+        self.view.hold(max(self.view.held_until, _clock.now() + rest))
         self.end_term(term, STEPPED_DOWN)
 
     def decline(self, term: Term) -> None:
@@ -116,7 +118,7 @@ class Handover:
         if max_term is None:
             await keep(term)
             return
-        with anyio.move_on_after(term.acquired_at + max_term - anyio.current_time()):
+        with anyio.move_on_after(term.acquired_at + max_term - _clock.now()):
             await keep(term)
             return
         self.hand_over(term, f"rotation after a {max_term:g}s term")

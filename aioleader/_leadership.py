@@ -15,9 +15,10 @@ from typing import Any, NoReturn, Protocol, final
 
 import anyio
 
-from . import _suspend
+from . import _clock, _suspend
 from ._decisions import term_deadline_passed
 from ._exceptions import ElectionError
+from ._flag import Flag
 
 __all__ = ["ElectionState", "Leadership", "LeadershipStatistics", "Term"]
 
@@ -77,14 +78,14 @@ class Term(metaclass=_NoPublicConstructor):
             greater than the token of any earlier term on the same lock (aioleader counts a
             transition for every new term, even when it re-takes a lease that still names it), so
             downstream systems can reject writes from an older leader.
-        acquired_at: ``anyio.current_time()`` when the acquiring request was *sent*.
+        acquired_at: ``_clock.now()`` when the acquiring request was *sent*.
         acquired_wall: the wall-clock time written as ``acquireTime``.
         deadline: the monotonic time by which leader work is cancelled unless a renewal succeeds:
             *send time of the last successful renew + renew_deadline*. It only moves forward.
         cancel_scope: the scope of the first ``leading()`` block of this term (each concurrent
             ``leading()`` block gets its own scope, all cancelled together).
         ended: an `anyio.Event` set when the term ends.
-        ended_at: ``anyio.current_time()`` when the term ended (``None`` while active; at the
+        ended_at: ``_clock.now()`` when the term ended (``None`` while active; at the
             latest its deadline).
         end_reason: ``None`` while active; then why it ended: ``"lost"`` (the lock names another
             holder, or was deleted), ``"deadline"`` (no successful renewal within the renew
@@ -127,8 +128,7 @@ class Term(metaclass=_NoPublicConstructor):
         self._scopes: list[anyio.CancelScope] = []
         self._first_scope: anyio.CancelScope | None = None
         self._open_blocks = 0
-        self._work_done = anyio.Event()
-        self._work_done.set()
+        self._work_done = Flag(is_set=True)
 
     def __repr__(self) -> str:
         state = "active" if self.active else f"ended ({self.end_reason})"
@@ -146,7 +146,7 @@ class Term(metaclass=_NoPublicConstructor):
         ``"deadline"`` at once, even before the elector task has run — also when the host was
         suspended (``CLOCK_BOOTTIME`` ran on, ``CLOCK_MONOTONIC`` did not) for longer than what
         was left of the window."""
-        if self._reason is None and self._time_is_up(anyio.current_time()):
+        if self._reason is None and self._time_is_up(_clock.now()):
             return "deadline"
         return self._reason
 
@@ -183,7 +183,7 @@ class Term(metaclass=_NoPublicConstructor):
     def _end(self, reason: str) -> None:
         if self._reason is not None:
             return
-        now = anyio.current_time()
+        now = _clock.now()
         # Once the deadline has passed, that is why the term ended, whatever was noticed later.
         self._reason = "deadline" if self._time_is_up(now) else reason
         self.ended_at = min(now, self._deadline)
@@ -202,7 +202,7 @@ class Term(metaclass=_NoPublicConstructor):
         if self._first_scope is None:
             self._first_scope = scope
         if self._open_blocks == 0:
-            self._work_done = anyio.Event()
+            self._work_done = Flag()
         self._open_blocks += 1
         return scope
 
@@ -270,7 +270,7 @@ class _Leading:
 @dataclass(frozen=True)
 class LeadershipStatistics:
     """A snapshot of an election (``leadership.statistics()``), in the manner of anyio's
-    ``EventStatistics``. Times are ``anyio.current_time()`` values."""
+    ``EventStatistics``. Times are ``_clock.now()`` values."""
 
     lock: str
     identity: str
@@ -309,7 +309,7 @@ class Leadership(metaclass=_NoPublicConstructor):
         self._election = election
         self._acquired = anyio.Event()
         self._term: Term | None = None
-        self._closed = anyio.Event()
+        self._closed = Flag()
 
     def __repr__(self) -> str:
         return (

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import anyio
 
-from . import _suspend
+from . import _clock, _suspend
 from ._decisions import request_timeout
 from ._exceptions import AioleaderError, LockConflict, LockError
 from ._lock import Lock, Observed
@@ -37,7 +37,7 @@ class RequestTimeout(LockError):
 
 @dataclass(frozen=True)
 class Stamp:
-    """When a request was sent: ``anyio.current_time()``, and the host's suspended time then."""
+    """When a request was sent: ``_clock.now()``, and the host's suspended time then."""
 
     at: float
     suspended: float
@@ -115,13 +115,13 @@ class LockIO:
     ) -> tuple[T, Stamp]:
         # The wait for the previous request is bounded by the caller's deadline too.
         acquired = False
-        with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+        with anyio.move_on_after(max(0.0, deadline - _clock.now())):
             await self._serial.acquire()
             acquired = True
         if not acquired:
             raise LockError(f"{self.lock.describe()}: no time left for a request")
         try:
-            sent = Stamp(anyio.current_time(), _suspend.suspended_seconds())
+            sent = Stamp(_clock.now(), _suspend.suspended_seconds())
             timeout = request_timeout(sent.at, deadline, self.timing)
             if timeout <= 0:
                 raise LockError(f"{self.lock.describe()}: no time left for a request")

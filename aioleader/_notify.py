@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from ._flag import Flag
+
 __all__ = ["Notifier", "maybe_await"]
 
 NewLeaderCallback = Callable[[str], Awaitable[object] | object]
@@ -30,7 +32,7 @@ class Notifier:
         self._send, self._receive = anyio.create_memory_object_stream[
             tuple[NewLeaderCallback, str]
         ](math.inf)
-        self._done = anyio.Event()
+        self._done = Flag()
         self._scope = anyio.CancelScope(shield=True)
 
     def post(self, callback: NewLeaderCallback, holder: str) -> None:

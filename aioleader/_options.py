@@ -8,10 +8,11 @@ frame, and the elector receives the frozen result whole.
 from __future__ import annotations
 
 import inspect
+import os
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import Any, Final, Protocol, TypedDict, runtime_checkable
 
 from anyio.abc import TaskStatus
 
@@ -21,6 +22,12 @@ from ._metrics import ElectionMetrics
 from ._timing import Timing
 
 __all__ = ["Candidacy", "ElectionConfig", "ElectionOptions", "TermHook"]
+
+#: The jitter source of elections given no ``rng``: one per process (a Mersenne Twister's state is
+#: 2.5 KiB, more than the rest of a following election), re-seeded in a forked child so that
+#: replicas forked from one parent do not draw the same retry times.
+_JITTER: Final = random.Random()
+os.register_at_fork(after_in_child=_JITTER.seed)
 
 StartedCallback = (
     Callable[["Term"], Awaitable[object] | object] | Callable[[], Awaitable[object] | object]
@@ -209,7 +216,7 @@ class ElectionConfig:
             on_started_leading=_with_term(options.get("on_started_leading")),
             on_stopped_leading=_with_term(options.get("on_stopped_leading")),
             on_new_leader=options.get("on_new_leader"),
-            rng=rng if rng is not None else random.Random(),
+            rng=rng if rng is not None else _JITTER,
             name=name if name is not None else lock.describe(),
             metrics=options.get("metrics"),
             watch=options.get("watch", True),

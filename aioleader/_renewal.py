@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import anyio
 
+from . import _clock
 from ._decisions import handover_requested, released_record, renewal_record, still_ours
 from ._exceptions import LockConflict, LockError
 from ._leadership import Term
@@ -79,7 +80,7 @@ class TermKeeper:
     def begin(self, record: LeaderElectionRecord) -> None:
         """A term began with ``record`` written."""
         self.own_record = record
-        self.last_renew_done = anyio.current_time()
+        self.last_renew_done = _clock.now()
 
     # -- the renew loop ----------------------------------------------------------------------------
 
@@ -97,9 +98,9 @@ class TermKeeper:
 
     async def _renew_pass(self, term: Term) -> None:
         """Renew, retrying transient failures every RP, until success or the term's deadline."""
-        started = anyio.current_time()
+        started = _clock.now()
         while True:
-            now = anyio.current_time()
+            now = _clock.now()
             if term.end_reason is not None:
                 self.end_term(term, "deadline")
                 return
@@ -112,7 +113,7 @@ class TermKeeper:
             else:
                 if renewed:
                     if self.metrics is not None:
-                        self.metrics.renewed(self.name, anyio.current_time() - started)
+                        self.metrics.renewed(self.name, _clock.now() - started)
                     return
                 self.end_term(term, "lost")
                 return
@@ -152,7 +153,7 @@ class TermKeeper:
             # a new fencing token).
             return False
         self.own_record = record
-        self.last_renew_done = anyio.current_time()
+        self.last_renew_done = _clock.now()
         self.counters.renewals += 1
         term._extend(stamp.at + self.timing.renew_deadline, stamp.suspended)
         return True
@@ -218,10 +219,10 @@ class TermKeeper:
                     # object was deleted: its uid no longer matches): read, then decide.
                     released = released_record(own, datetime.now(timezone.utc))
                     with contextlib.suppress(LockConflict):
-                        observed, _ = await self.io.update(released, anyio.current_time() + half)
+                        observed, _ = await self.io.update(released, _clock.now() + half)
                 conflicts = 0
                 while observed is None:
-                    fresh = await self.io.get(anyio.current_time() + half)
+                    fresh = await self.io.get(_clock.now() + half)
                     self.observe(fresh)
                     if fresh is None or not still_ours(
                         fresh.record, self.identity, term.fencing_token
@@ -229,7 +230,7 @@ class TermKeeper:
                         return
                     released = released_record(fresh.record, datetime.now(timezone.utc))
                     try:
-                        observed, _ = await self.io.update(released, anyio.current_time() + half)
+                        observed, _ = await self.io.update(released, _clock.now() + half)
                     except LockConflict:
                         # Written in between and perhaps still ours, e.g. by a coordinated
                         # election's controller naming a preferred holder: read again.
@@ -253,5 +254,5 @@ class TermKeeper:
 
 async def _sleep_until(when: float, term: Term) -> None:
     """Sleep until ``when``, or until the term ends, whichever is first."""
-    with anyio.move_on_after(max(0.0, when - anyio.current_time())):
+    with anyio.move_on_after(max(0.0, when - _clock.now())):
         await term.ended.wait()

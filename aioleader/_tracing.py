@@ -21,10 +21,18 @@ except ImportError:  # pragma: no cover - depends on the environment
 _tracer = _trace.get_tracer("aioleader") if _trace is not None else None
 
 
+def _no_sdk() -> bool:
+    """Whether no tracer provider is installed yet (the API's default proxy, or its no-op one):
+    then every span is a no-op, and making one costs a renewal more than building its request."""
+    assert _trace is not None
+    provider = _trace.get_tracer_provider()
+    return isinstance(provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider))
+
+
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[None]:
     """A span named ``aioleader.<name>`` with ``attributes`` (lock, identity, ...)."""
-    if _tracer is None:  # pragma: no cover
+    if _tracer is None or _no_sdk():
         yield
         return
     with _tracer.start_as_current_span(f"aioleader.{name}", attributes=attributes):

@@ -526,8 +526,7 @@ async def test_a_follower_says_who_leads_and_each_change(emu: KubeEmulator, tmp_
 def _refused(port: int, verb: str = "get") -> str:
     return (
         f'cannot {verb} leases.coordination.k8s.io "cli" in namespace "default": '
-        f"ClientConnectorError: Cannot connect to host 127.0.0.1:{port} ssl:default "
-        f"[Connect call failed ('127.0.0.1', {port})]"
+        f"ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', {port})"
     )
 
 

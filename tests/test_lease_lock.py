@@ -500,7 +500,7 @@ async def test_no_time_left_sends_nothing(
 @pytest.mark.asyncio
 async def test_refused_connection_is_a_lock_error(emu: KubeEmulator, lock: LeaseLock) -> None:
     emu.faults("pod-a").partition("refuse")
-    with pytest.raises(LockError, match=f"^cannot get {WHAT}: ClientConnectorError"):
+    with pytest.raises(LockError, match=f"^cannot get {WHAT}: ConnectionRefusedError"):
         await lock.get(timeout=2)
 
 

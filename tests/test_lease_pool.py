@@ -9,6 +9,8 @@ assertions are counts and invariants, not exact times.
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from _groups import NS, group
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
+from aioleader._record import LeaderElectionRecord
 from aioleader.kubernetes import LeaseLock
 from aioleader.testing import KubeEmulator
 
@@ -56,3 +59,52 @@ async def test_renewals_do_not_queue_behind_the_applications_requests(emu: KubeE
         # Every RP (0.25 s) for 2 s, less a little scheduling slack; all succeeded.
         assert len(renewals) >= 6
         assert all(r.status == 200 for r in renewals)
+
+
+async def test_a_configured_proxy_carries_the_lease_traffic(emu: KubeEmulator) -> None:
+    """With ``configuration.proxy`` the lean path sends through the proxy (on aiohttp, which
+    speaks to proxies; a direct server gets the lean HTTP/1.1 client): every request of an
+    election arrives at the proxy in absolute form."""
+    configuration = await emu.configuration("proxied")
+    server = configuration.host.removeprefix("http://")
+    upstream_host, upstream_port = server.split(":")
+    first_lines: list[bytes] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(upstream_host, int(upstream_port))
+        head = await reader.readuntil(b"\r\n\r\n")
+        first_lines.append(head.split(b"\r\n", 1)[0])
+        up_writer.write(head)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    listener = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    configuration.proxy = f"http://127.0.0.1:{port}"
+    api = ApiClient(configuration)
+    try:
+        lock = LeaseLock("proxied", NS, identity="p", api_client=api)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        record = await lock.create(
+            LeaderElectionRecord(
+                holder_identity="p", lease_duration_seconds=15, acquire_time=now, renew_time=now
+            )
+        )
+        assert record.record.holder_identity == "p"
+        assert (await lock.get()) is not None
+        await lock.aclose()
+    finally:
+        await api.close()
+        listener.close()
+    target = f"http://{server}/apis/coordination.k8s.io/v1/namespaces/{NS}/leases".encode()
+    assert first_lines[0] == b"POST " + target + b" HTTP/1.1"
+    assert all(line.split(b" ")[1].startswith(b"http://") for line in first_lines)

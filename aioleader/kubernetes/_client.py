@@ -55,7 +55,7 @@ class KubeClient:
     def __init__(self, api_client: Any | None) -> None:
         self._api_client: Any = api_client
         self._owned = api_client is None
-        self._loading = anyio.Lock()
+        self._loading: anyio.Lock | None = None  # made on first use: most locks are given a client
         self._closed = False
         self._transport: LeaseTransport | None = None
         self._urls: dict[str, URL] = {}
@@ -70,6 +70,8 @@ class KubeClient:
             raise ElectionError(f"cannot use the lock on {ref}: it was closed")
         if self._api_client is not None:
             return self._api_client
+        if self._loading is None:
+            self._loading = anyio.Lock()
         async with self._loading:
             if self._api_client is None:
                 self._api_client = await load_api_client()
@@ -108,12 +110,7 @@ class KubeClient:
             if transport is None:
                 transport = self._transport = lease_transport(api_client)
                 transport.use(self)
-            response = await transport.request(api_client, method, path, body, seconds, self._urls)
-            try:
-                body = await response.read()
-            finally:
-                response.release()
-        return reply_of(response, body)
+            return await transport.request(api_client, method, path, body, seconds, self._urls)
 
     async def request(
         self,

@@ -57,10 +57,13 @@ from urllib.parse import urlencode
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
 from yarl import URL
 
 from .._exceptions import ElectionError
+from ._http import HttpError, HttpPool
+from ._reply import Reply, reply_of
 
 __all__ = ["LeaseTransport", "lease_transport"]
 
@@ -86,7 +89,9 @@ class LeaseTransport:
     """One ``ApiClient``'s pool for lease traffic (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: aiohttp.ClientSession | HttpPool | None = None
+        self._host_header = ""
+        self._base_path = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         # From the environment, read when the pool opens: the proxy for the server (and its
         # credentials), and netrc credentials for the server.
@@ -106,35 +111,56 @@ class LeaseTransport:
             await self.aclose()
 
     async def aclose(self) -> None:
-        session, self._session = self._session, None
+        pool, self._pool = self._pool, None
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        if session is not None and not session.closed:
-            await session.close()
+        if isinstance(pool, HttpPool):
+            pool.close()
+            await anyio.lowlevel.checkpoint()
+        elif pool is not None and not pool.closed:
+            await pool.close()
 
-    def _open(self, api_client: Any) -> aiohttp.ClientSession:
-        session = self._session
-        if session is not None and not session.closed:
-            if self._loop is asyncio.get_running_loop():
-                return session
+    def _open(self, api_client: Any) -> aiohttp.ClientSession | HttpPool:
+        """The pool for ``api_client``'s server: our own HTTP/1.1 client (`._http`) when the
+        server is reached directly, aiohttp through the proxy otherwise."""
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        if pool is not None and (not isinstance(pool, aiohttp.ClientSession) or not pool.closed):
+            if self._loop is loop:
+                return pool
             # A pool opened on another event loop (a client reused across loops) is unusable.
-            _discard(session)
+            _discard(pool)
         configuration = api_client.configuration
         host = str(configuration.host)
-        context: ssl.SSLContext | bool = _ssl_context(configuration) if _is_https(host) else True
-        connector = aiohttp.TCPConnector(
-            limit=int(configuration.connection_pool_maxsize or 0),
-            ssl=context,
-            # Exact deadlines: aiohttp rounds those of 5 s and more up to a whole second.
-            timeout_ceil_threshold=math.inf,
-        )
-        # trust_env=False: the environment is read here, once (see the module docstring).
-        session = aiohttp.ClientSession(connector=connector, trust_env=False)
-        self._session, self._loop = session, asyncio.get_running_loop()
-        self._env_proxy, self._netrc_auth = _from_environment(URL(host))
-        self._finalizer = weakref.finalize(self, _discard, session)
-        return session
+        server = URL(host)
+        context = _ssl_context(configuration) if _is_https(host) else None
+        self._env_proxy, self._netrc_auth = _from_environment(server)
+        limit = int(configuration.connection_pool_maxsize or 0)
+        if configuration.proxy or self._env_proxy is not None:
+            connector = aiohttp.TCPConnector(
+                limit=limit,
+                ssl=context if context is not None else True,
+                # Exact deadlines: aiohttp rounds those of 5 s and more up to a whole second.
+                timeout_ceil_threshold=math.inf,
+            )
+            # trust_env=False: the environment is read here, once (see the module docstring).
+            pool = aiohttp.ClientSession(connector=connector, trust_env=False)
+        else:
+            if server.host is None:
+                raise ElectionError(f"the ApiClient's host {host!r} names no server")
+            pool = HttpPool(
+                server.host,
+                server.explicit_port or (443 if context is not None else 80),
+                ssl_context=context,
+                server_hostname=configuration.tls_server_name or server.host,
+                limit=limit,
+            )
+            self._host_header = server.raw_authority
+            self._base_path = server.raw_path.rstrip("/")
+        self._pool, self._loop = pool, loop
+        self._finalizer = weakref.finalize(self, _discard, pool)
+        return pool
 
     async def request(
         self,
@@ -144,12 +170,12 @@ class LeaseTransport:
         body: bytes | None,
         seconds: float,
         urls: dict[str, URL] | None = None,
-    ) -> aiohttp.ClientResponse:
-        """Send ``method path`` with the JSON ``body`` as ``api_client`` would, all of it (the
-        credentials, the wait for a connection, the exchange, the caller's read of the body)
-        within ``seconds``; the caller reads and releases the response. ``urls`` is the caller's
-        cache of parsed URLs (by server and path: parsing one costs more than building the
-        request body). Raises what aiohttp raises (`TimeoutError` past the bound),
+    ) -> Reply:
+        """Send ``method path`` with the JSON ``body`` as ``api_client`` would, and read the
+        reply, all of it (the credentials, the wait for a connection, the exchange) within
+        ``seconds``. ``urls`` is the caller's cache of parsed URLs for the aiohttp path (by
+        server and path: parsing one costs more than building the request body). Raises
+        `TimeoutError` past the bound, `OSError` or what aiohttp raises for the connection,
         [`ClientClosed`][ClientClosed] if the client was closed, and whatever the credential hook
         raises."""
         user_session = api_client.rest_client.pool_manager
@@ -167,16 +193,43 @@ class LeaseTransport:
         if body is not None:
             headers["Content-Type"] = "application/json"
         queries: list[tuple[str, str]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
         if configuration.refresh_api_key_hook is None:
             # Reads of the configuration only: nothing that can block.
             await api_client.update_params_for_auth(headers, queries, _AUTH_SETTINGS)
         else:
-            started = anyio.current_time()
             with anyio.fail_after(seconds):
                 await api_client.update_params_for_auth(headers, queries, _AUTH_SETTINGS)
-            seconds -= anyio.current_time() - started
+            seconds = deadline - loop.time()
             if not seconds > 0:
                 raise TimeoutError
+        pool = self._open(api_client)
+        if self._netrc_auth is not None and "authorization" not in (k.lower() for k in headers):
+            headers["Authorization"] = self._netrc_auth.encode()
+        if isinstance(pool, HttpPool):
+            target = self._base_path + path
+            if queries:
+                target += "?" + urlencode(queries)
+            return await pool.request(
+                method, _request_bytes(method, target, self._host_header, headers, body), deadline
+            )
+        return await self._via_proxy(
+            pool, configuration, method, path, body, headers, queries, deadline - loop.time(), urls
+        )
+
+    async def _via_proxy(
+        self,
+        session: aiohttp.ClientSession,
+        configuration: Any,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        queries: list[tuple[str, str]],
+        seconds: float,
+        urls: dict[str, URL] | None,
+    ) -> Reply:
         # aiohttp computes ceil(now + total) and cannot take an infinite total.
         timeout = aiohttp.ClientTimeout(total=seconds if math.isfinite(seconds) else None)
         text = f"{configuration.host}{path}"
@@ -189,21 +242,44 @@ class LeaseTransport:
                 if len(urls) >= 4:  # a lock sends to two URLs; only a changed host makes more
                     urls.clear()
                 urls[text] = url
-        session = self._open(api_client)
         extra: dict[str, Any] = {}
         if configuration.proxy:
             extra["proxy"] = configuration.proxy
         elif self._env_proxy is not None:
             extra["proxy"], extra["proxy_auth"] = self._env_proxy
-        if self._netrc_auth is not None and "authorization" not in (k.lower() for k in headers):
-            extra["auth"] = self._netrc_auth
         if configuration.proxy_headers:
             extra["proxy_headers"] = configuration.proxy_headers
         if configuration.tls_server_name:
             extra["server_hostname"] = configuration.tls_server_name
-        return await session.request(
+        response = await session.request(
             method, url, data=body, headers=headers, timeout=timeout, **extra
         )
+        try:
+            content = await response.read()
+        finally:
+            response.release()
+        return reply_of(response, content)
+
+
+def _request_bytes(
+    method: str, target: str, host: str, headers: dict[str, str], body: bytes | None
+) -> bytes:
+    """One HTTP/1.1 request, head and body."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise HttpError(
+                f"the request header {name!r} holds a line break (a credential read with one?)"
+            )
+        lines.append(f"{name}: {value}")
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    head = "\r\n".join(lines)
+    try:
+        encoded = head.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise HttpError(f"a request header is not Latin-1: {exc}") from None
+    return encoded + b"\r\n\r\n" + body if body is not None else encoded + b"\r\n\r\n"
 
 
 def _from_environment(
@@ -239,13 +315,17 @@ def _ssl_context(configuration: Any) -> ssl.SSLContext:
     return context
 
 
-def _discard(session: aiohttp.ClientSession) -> None:
+def _discard(session: aiohttp.ClientSession | HttpPool) -> None:
     """Close ``session`` without awaiting (a finalizer, or a pool left on another loop).
 
     The closing is synchronous in aiohttp (the connector closes its transports at once); only
     waiting for the sockets to finish closing is async. Driving the coroutine to its first
     suspension does the synchronous part and leaves the rest to the loop, if it still runs,
     without the warnings an abandoned session or connector would print."""
+    if isinstance(session, HttpPool):
+        with contextlib.suppress(RuntimeError):  # its loop is closed: the sockets went with it
+            session.close()
+        return
     if session.closed:
         return
     _start(session.close())

@@ -3,6 +3,7 @@ client against the project's emulator."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -25,7 +26,8 @@ from aioleader._exceptions import (
 )
 from aioleader._lock import Observed
 from aioleader._record import UNPARSEABLE_HOLDER, LeaderElectionRecord
-from aioleader.kubernetes import LeaseLock, _client, _config, _transport
+from aioleader.kubernetes import ConfigMapLock, LeaseLock, _client, _config, _transport
+from aioleader.kubernetes._annotation import LEADER_ANNOTATION
 from aioleader.kubernetes._errors import error_for
 from aioleader.kubernetes._reply import ObjectRef, Reply, decode_object
 from aioleader.testing import KubeEmulator
@@ -713,3 +715,92 @@ async def test_in_cluster_without_a_service_account_is_fatal(
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     with pytest.raises(ElectionError, match="from the in-cluster service account"):
         await LeaseLock("my-lock", identity="pod-a").get()
+
+
+# -- update_from: taking a watched lock with one PATCH --------------------------------------------
+
+
+async def _watched(lock: LeaseLock) -> Observed:
+    """The lock's state as its watch delivers it (what a following elector holds)."""
+    async with contextlib.aclosing(lock.watch(shared=False)) as states:
+        async for observed in states:
+            assert observed is not None
+            return observed
+    raise AssertionError("the watch ended")
+
+
+@pytest.mark.asyncio
+async def test_update_from_a_watched_state_writes_without_reading(emu: KubeEmulator) -> None:
+    emu.put_raw(
+        "leases",
+        "default",
+        "my-lock",
+        {
+            "metadata": {"labels": {"app": "web"}, "annotations": {"example.com/o": "team-a"}},
+            "spec": {
+                "holderIdentity": "",
+                "leaseDurationSeconds": 15,
+                "leaseTransitions": 4,
+                "preferredHolder": "pod-z",
+                "futureField": "x",
+            },
+        },
+    )
+    b = await _lock_for(emu, "pod-b", labels={"elected": "yes"})
+    base = await _watched(b)
+    emu.reset_log()
+    written = await b.update_from(base, _record("pod-b", leader_transitions=5))
+    assert [r.verb for r in emu.requests if r.client == "pod-b"] == ["patch"]
+    assert written.record.holder_identity == "pod-b"
+    stored = _stored(emu)
+    # The record is exactly the one written: preferredHolder, which it lacks, is gone ...
+    assert stored["spec"]["holderIdentity"] == "pod-b"
+    assert stored["spec"]["leaseTransitions"] == 5
+    assert "preferredHolder" not in stored["spec"]
+    # ... and what the patch does not name stays: labels (ours merged in), annotations.
+    assert stored["metadata"]["labels"] == {"app": "web", "elected": "yes"}
+    assert stored["metadata"]["annotations"] == {"example.com/o": "team-a"}
+    # The reply is cached: the next renewal is a PUT on the new version.
+    await b.update(_record("pod-b", renewed=2, leader_transitions=5))
+    assert [r.verb for r in emu.requests if r.client == "pod-b"] == ["patch", "update"]
+
+
+@pytest.mark.asyncio
+async def test_update_from_a_stale_state_is_a_conflict_and_writes_nothing(
+    emu: KubeEmulator,
+) -> None:
+    a, b = await _lock_for(emu, "pod-a"), await _lock_for(emu, "pod-b")
+    await a.create(_record("pod-a", holder_identity=""))
+    base = await _watched(b)
+    await a.update(_record("pod-a", renewed=1))  # a took it after b's watch saw it free
+    with pytest.raises(LockConflict, match="the object has been modified"):
+        await b.update_from(base, _record("pod-b"))
+    assert _stored(emu)["spec"]["holderIdentity"] == "pod-a"
+    emu.delete_object("leases", "default", "my-lock")
+    with pytest.raises(LockConflict, match="deleted"):
+        await b.update_from(base, _record("pod-b"))
+    assert emu.get_object("leases", "default", "my-lock") is None
+
+
+@pytest.mark.asyncio
+async def test_configmap_update_from_patches_only_the_leader_annotation(
+    emu: KubeEmulator,
+) -> None:
+    emu.put_raw(
+        "configmaps",
+        "default",
+        "cm-lock",
+        {"metadata": {"annotations": {"other": "kept"}}, "data": {"k": "v"}},
+    )
+    lock = ConfigMapLock("cm-lock", identity="pod-b", api_client=await emu.api_client("pod-b"))
+    async with contextlib.aclosing(lock.watch()) as states:
+        base = await anext(states)
+    assert base is not None
+    await lock.update_from(base, _record("pod-b"))
+    stored = emu.get_object("configmaps", "default", "cm-lock")
+    assert stored is not None
+    assert stored["data"] == {"k": "v"}
+    assert stored["metadata"]["annotations"]["other"] == "kept"
+    assert json.loads(stored["metadata"]["annotations"][LEADER_ANNOTATION])["holderIdentity"] == (
+        "pod-b"
+    )

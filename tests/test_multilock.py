@@ -240,6 +240,22 @@ async def test_a_secondary_written_by_somebody_else_is_a_conflict_not_an_overwri
 
 
 @pytest.mark.anyio
+async def test_a_secondary_write_of_ours_whose_reply_was_lost_is_written_again() -> None:
+    """A renewal cancelled after it was sent (a graceful stop) leaves the secondary at a version
+    we never saw: the next write (the release) re-reads it, finds our own term, and writes on."""
+    p, s = _pair()
+    lock = MultiLock(p, s)
+    await lock.create(_rec("a", 0))
+    ghost = s.sibling("a")  # our own write, landed, its reply never read
+    await ghost.get()
+    await ghost.update(_rec("a", 0, 16))
+    s.calls.clear()
+    await lock.update(_rec("", 0, 1))  # the release
+    assert s.verbs() == ["update", "get", "update"]
+    assert (p.peek(), s.peek()) == (_rec("", 0, 1), _rec("", 0, 1))
+
+
+@pytest.mark.anyio
 async def test_a_deleted_secondary_is_recreated_after_the_fresh_read() -> None:
     p, s = _pair()
     lock = MultiLock(p, s)

@@ -133,6 +133,10 @@ class AnnotationLock(ObjectLock):
         }
         return {"apiVersion": _API_VERSION, "kind": self.kind, "metadata": metadata}
 
+    def _patch_body(self, record: LeaderElectionRecord, metadata: dict[str, Any]) -> dict[str, Any]:
+        metadata["annotations"] = {LEADER_ANNOTATION: record_to_annotation(record)}
+        return {"metadata": metadata}
+
     def _update_body(
         self, cached: dict[str, Any], kept: LeaderElectionRecord, record: LeaderElectionRecord
     ) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class KubeClient:
         body: bytes | None = None,
         *,
         timeout: float | None,
+        content_type: str = "application/json",
     ) -> Reply:
         """One request on the lease pool (`._transport`): ``method`` on ``path`` (from the
         server's root) with the JSON ``body``, bounded by ``timeout`` seconds
@@ -110,7 +111,9 @@ class KubeClient:
             if transport is None:
                 transport = self._transport = lease_transport(api_client)
                 transport.use(self)
-            return await transport.request(api_client, method, path, body, seconds, self._urls)
+            return await transport.request(
+                api_client, method, path, body, seconds, self._urls, content_type=content_type
+            )
 
     async def request(
         self,

@@ -109,6 +109,23 @@ class LeaseLock(ObjectLock):
         spec = {**kept.extra, **record_to_lease_spec(record)}
         return {"apiVersion": _API_VERSION, "kind": _KIND, **cached, "spec": spec}
 
+    def _patch_body(self, record: LeaderElectionRecord, metadata: dict[str, Any]) -> dict[str, Any]:
+        spec: dict[str, Any] = dict.fromkeys(_RECORD_FIELDS)
+        spec.update(record_to_lease_spec(record))
+        return {"metadata": metadata, "spec": spec}
+
+
+#: The spec fields a record models: a merge patch names each (``null`` for those it lacks).
+_RECORD_FIELDS: Final = (
+    "holderIdentity",
+    "leaseDurationSeconds",
+    "acquireTime",
+    "renewTime",
+    "leaseTransitions",
+    "strategy",
+    "preferredHolder",
+)
+
 
 def observed_lease(lease: dict[str, Any], version: str) -> Observed:
     """The record of a Lease (the JSON dict) at ``version``."""

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import aiohttp
 import anyio.lowlevel
 
-from .._exceptions import LockError, LockNotFound
+from .._exceptions import LockConflict, LockError, LockNotFound
 from .._lock import Lock, Observed, WatchCursor, cursor_states
 from .._record import LeaderElectionRecord
 from ._client import KubeClient
@@ -174,6 +174,11 @@ class ObjectLock(Lock):
         """The object to PUT for ``record``, from the ``cached`` one (compare-and-swap on its
         ``resourceVersion``) whose record decoded as ``kept``."""
 
+    @abstractmethod
+    def _patch_body(self, record: LeaderElectionRecord, metadata: dict[str, Any]) -> dict[str, Any]:
+        """The JSON merge patch that writes ``record`` (every field of the record, ``null`` for
+        those it lacks); ``metadata`` has the resourceVersion precondition and the labels."""
+
     # -- Lock ----------------------------------------------------------------------------------
 
     async def get(self, *, timeout: float | None = None) -> Observed | None:
@@ -250,6 +255,39 @@ class ObjectLock(Lock):
         reply = await self._client.send(
             "update", self._ref, "PUT", self._object_path, body, timeout=timeout
         )
+        return self._accept("update", reply)
+
+    @property
+    def supports_update_from(self) -> bool:
+        return True
+
+    async def update_from(
+        self, base: Observed, record: LeaderElectionRecord, *, timeout: float | None = None
+    ) -> Observed:
+        """Write ``record`` with one JSON merge PATCH whose ``metadata.resourceVersion`` is
+        ``base``'s (a precondition: kube-apiserver answers 409 if the object changed since), so a
+        follower that watched the lock being released takes it without reading it first. Only
+        the record's fields are in the patch; labels, annotations, owner references and fields
+        of the spec we do not model stay as the server holds them. On success the object is
+        cached for [`update()`][update].
+
+        Raises [`LockConflict`][aioleader.LockConflict] if the object changed or was deleted
+        since ``base``."""
+        metadata: dict[str, Any] = {"resourceVersion": base.version}
+        if self._labels_on_update and self._labels:
+            metadata["labels"] = dict(self._labels)
+        body = _serialize(self._patch_body(record, metadata))
+        reply = await self._client.send(
+            "update",
+            self._ref,
+            "PATCH",
+            self._object_path,
+            body,
+            timeout=timeout,
+            content_type="application/merge-patch+json",
+        )
+        if reply.status == 404 and reply.status_object() is not None:
+            raise LockConflict(f"{self._ref} was deleted since version {base.version}")
         return self._accept("update", reply)
 
     async def record_event(self, message: str, *, timeout: float | None = None) -> None:

@@ -170,8 +170,10 @@ class LeaseTransport:
         body: bytes | None,
         seconds: float,
         urls: dict[str, URL] | None = None,
+        *,
+        content_type: str = "application/json",
     ) -> Reply:
-        """Send ``method path`` with the JSON ``body`` as ``api_client`` would, and read the
+        """Send ``method path`` with the ``body`` (of ``content_type``) as ``api_client`` would, and read the
         reply, all of it (the credentials, the wait for a connection, the exchange) within
         ``seconds``. ``urls`` is the caller's cache of parsed URLs for the aiohttp path (by
         server and path: parsing one costs more than building the request body). Raises
@@ -191,7 +193,7 @@ class LeaseTransport:
             headers["Cookie"] = api_client.cookie
         headers["Accept"] = "application/json"
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         queries: list[tuple[str, str]] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds

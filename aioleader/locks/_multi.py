@@ -159,9 +159,7 @@ class MultiLock(Lock):
             try:
                 secondary = await self._secondary.update(record, timeout=self._left(deadline))
             except LockConflict:
-                # Changed or deleted under us; the caller's fresh get() re-learns which.
-                self._secondary_exists = False
-                raise
+                secondary = await self._retry_own_secondary(record, deadline)
         else:
             secondary = await self._create_secondary(record, deadline)
         return _combine(primary, secondary)
@@ -191,6 +189,27 @@ class MultiLock(Lock):
             await self._secondary.aclose()
 
     # -- helpers -------------------------------------------------------------------------------
+
+    async def _retry_own_secondary(
+        self, record: LeaderElectionRecord, deadline: float | None
+    ) -> Observed:
+        """The primary was written, the secondary's compare-and-swap failed. If the secondary
+        still holds this candidate's own term (our identity, the same transition count: a write
+        of ours whose reply was lost, e.g. a renewal cancelled after it was sent), write it
+        again on its fresh version; the primary's success already made the write ours to make.
+        Otherwise somebody else wrote it: [`LockConflict`][aioleader.LockConflict], and the
+        caller's fresh get() decides."""
+        self._secondary_exists = False
+        fresh = await self._secondary.get(timeout=self._left(deadline))
+        if fresh is None:
+            raise LockConflict(f"{self._secondary.describe()} was deleted")
+        if (
+            fresh.record.holder_identity != self.identity
+            or fresh.record.leader_transitions != record.leader_transitions
+        ):
+            raise LockConflict(f"{self._secondary.describe()} was written by somebody else")
+        self._secondary_exists = True
+        return await self._secondary.update(record, timeout=self._left(deadline))
 
     async def _create_secondary(
         self, record: LeaderElectionRecord, deadline: float | None

@@ -25,9 +25,8 @@ from aioleader._exceptions import (
     LockError,
 )
 from aioleader._lock import Observed
-from aioleader._record import UNPARSEABLE_HOLDER, LeaderElectionRecord
+from aioleader._record import LEADER_ANNOTATION, UNPARSEABLE_HOLDER, LeaderElectionRecord
 from aioleader.kubernetes import ConfigMapLock, LeaseLock, _client, _config, _transport
-from aioleader.kubernetes._annotation import LEADER_ANNOTATION
 from aioleader.kubernetes._errors import error_for
 from aioleader.kubernetes._reply import ObjectRef, Reply, decode_object
 from aioleader.testing import KubeEmulator

@@ -130,6 +130,15 @@ class Lock(ABC):
         """Whether [`update_from()`][update_from] is implemented."""
         return False
 
+    @property
+    def bounds_requests(self) -> bool:
+        """Whether every call of this lock returns or raises within the ``timeout`` it is given
+        (the Kubernetes locks' transport bounds each request, credentials and connecting
+        included). Then the elector sends without a cancel scope of its own around each call;
+        otherwise (the default) it bounds each call itself. A lock that says so and overruns
+        its timeout can hold a renewal past its term's deadline."""
+        return False
+
     async def update_from(
         self, base: Observed, record: LeaderElectionRecord, *, timeout: float | None = None
     ) -> Observed:

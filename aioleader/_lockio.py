@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from . import _clock, _suspend
 from ._decisions import request_timeout
@@ -113,19 +114,34 @@ class LockIO:
     async def _sent(
         self, operation: Callable[[float], Awaitable[T]], deadline: float
     ) -> tuple[T, Stamp]:
-        # The wait for the previous request is bounded by the caller's deadline too.
-        acquired = False
-        with anyio.move_on_after(max(0.0, deadline - _clock.now())):
-            await self._serial.acquire()
-            acquired = True
-        if not acquired:
-            raise LockError(f"{self.lock.describe()}: no time left for a request")
+        # The wait for the previous request is bounded by the caller's deadline too (no scope
+        # when the slot is free, the common case).
+        if self._serial.locked():
+            acquired = False
+            with anyio.move_on_after(max(0.0, deadline - _clock.now())):
+                await self._serial.acquire()
+                acquired = True
+            if not acquired:
+                raise LockError(f"{self.lock.describe()}: no time left for a request")
+        else:
+            # Never send from a task already cancelled (a stop that coincides with a renewal):
+            # the write would land with its reply unread, and the release would have to read.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            self._serial.acquire_nowait()
         try:
             sent = Stamp(_clock.now(), _suspend.suspended_seconds())
             timeout = request_timeout(sent.at, deadline, self.timing)
             if timeout <= 0:
                 raise LockError(f"{self.lock.describe()}: no time left for a request")
             try:
+                if self.lock.bounds_requests:
+                    # Shielded: a stop that arrives while the request is out waits for its reply
+                    # (at most ``timeout``), so that a write of ours that landed is never left
+                    # unread (the release would then conflict with it and have to read).
+                    with anyio.CancelScope(shield=True):
+                        result = await operation(timeout)
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                    return result, sent
                 with anyio.fail_after(timeout):
                     return await operation(timeout), sent
             except TimeoutError as exc:

@@ -273,11 +273,12 @@ async def test_graceful_handover_to_a_watching_follower_is_immediate(emu: KubeEm
         second = await g.wait_leader(other_than=first)
         took = anyio.current_time() - start
         assert took < 0.25  # the release is seen through the watch, not at the next poll
-        # The release is one PUT on the version the leader last wrote; the new leader takes the
+        # The release is one PUT on the version the leader last wrote (after the renewal in
+        # flight at the stop, if any: its reply is read, not abandoned); the new leader takes the
         # watched free lock with one PATCH on the watched version: nobody reads first.
         leases = [r for r in emu.requests if r.resource == "leases"]
         released = [r.verb for r in leases if r.client == first]
-        assert released == ["update"]
+        assert released in (["update"], ["update", "update"]), released
         taken = [r.verb for r in leases if r.client == second]
         assert taken[0] == "patch"
         assert "get" not in taken

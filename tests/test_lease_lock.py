@@ -320,9 +320,11 @@ async def test_update_keeps_what_it_does_not_model(emu: KubeEmulator, lock: Leas
     sent: list[dict[str, Any]] = []
     original = _transport.LeaseTransport.request
 
-    async def spy(self: Any, api: Any, method: str, path: str, body: Any, *args: Any) -> Any:
+    async def spy(
+        self: Any, api: Any, method: str, path: str, body: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         sent.append(json.loads(body))
-        return await original(self, api, method, path, body, *args)
+        return await original(self, api, method, path, body, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_transport.LeaseTransport, "request", spy)
@@ -803,3 +805,30 @@ async def test_configmap_update_from_patches_only_the_leader_annotation(
     assert json.loads(stored["metadata"]["annotations"][LEADER_ANNOTATION])["holderIdentity"] == (
         "pod-b"
     )
+
+
+@pytest.mark.asyncio
+async def test_renewals_send_no_managed_fields_back(emu: KubeEmulator, lock: LeaseLock) -> None:
+    managed = [{"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {}}]
+    emu.put_raw(
+        "leases",
+        "default",
+        "my-lock",
+        {"metadata": {"managedFields": managed}, "spec": {"holderIdentity": "pod-a"}},
+    )
+    assert _stored(emu)["metadata"]["managedFields"] == managed  # what the GET returns
+    await lock.get()
+    sent: list[dict[str, Any]] = []
+    original = _transport.LeaseTransport.request
+
+    async def spy(self: Any, api: Any, method: str, path: str, body: Any, *a: Any, **k: Any) -> Any:
+        sent.append(json.loads(body))
+        return await original(self, api, method, path, body, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_transport.LeaseTransport, "request", spy)
+        await lock.update(_record())
+    # kube-apiserver keeps the stored managedFields for an update without them (the emulator
+    # does not emulate managedFields); sending them back would only cost.
+    assert "managedFields" not in sent[0]["metadata"]
+    assert sent[0]["metadata"]["name"] == "my-lock"

@@ -261,6 +261,12 @@ class ObjectLock(Lock):
     def supports_update_from(self) -> bool:
         return True
 
+    @property
+    def bounds_requests(self) -> bool:
+        # KubeClient.send bounds each request by its timeout: the configuration's loading and a
+        # credential hook under a cancel scope, the exchange by the transport's own deadline.
+        return True
+
     async def update_from(
         self, base: Observed, record: LeaderElectionRecord, *, timeout: float | None = None
     ) -> Observed:
@@ -426,8 +432,20 @@ class ObjectLock(Lock):
             raise error_for(verb, self._ref, reply)
         obj, version = decode_object(verb, self._ref, reply, self.kind)
         observed = self._decode(obj, version)
-        self._cached, self._cached_record = obj, observed.record
+        self._cached, self._cached_record = _without_managed_fields(obj), observed.record
         return observed
+
+
+def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` without ``metadata.managedFields``, for the cache the next PUT is built from. An
+    update that carries no managedFields keeps the stored ones (kube-apiserver's field manager
+    takes the live object's, "to prevent clients who don't understand managedFields from
+    deleting it accidentally"); sending them back would only cost bytes, CPU and, kept in the
+    cache of every lock, memory."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or "managedFields" not in metadata:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
 
 
 def _serialize(body: dict[str, Any]) -> bytes:

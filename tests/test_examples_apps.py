@@ -591,12 +591,14 @@ async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulat
         stops["pod-b"].set()
 
     requests = [r for r in emulator.requests if r.client in stops]
+    # (patch: pod-b takes the released Lease with one PATCH on the version it watched)
     assert {r.verb for r in requests if r.resource == "leases"} == {
         "get",
         "list",
         "watch",
         "create",
         "update",
+        "patch",
     }
     # get and update name the Lease in their URL; list and watch select it by name; a create
     # names nothing that authorization sees (the name is in the body), which is why RBAC cannot
@@ -604,6 +606,7 @@ async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulat
     assert {(r.verb, r.name) for r in requests if r.resource == "leases" and r.name} <= {
         ("get", lock_name),
         ("update", lock_name),
+        ("patch", lock_name),
     }
     # (a list or a watch: a GET of the collection) The first is the shared list of the
     # namespace, which the Role refuses (403); after it, every one selects the Lease by name.
@@ -634,7 +637,7 @@ async def test_role_grants_exactly_what_the_lease_lock_uses(emulator: KubeEmulat
     assert granted == {
         *(
             ("coordination.k8s.io", "leases", verb, (lock_name,))
-            for verb in ("get", "list", "watch", "update")
+            for verb in ("get", "list", "watch", "update", "patch")
         ),
         ("coordination.k8s.io", "leases", "create", ()),
         ("", "events", "create", ()),
@@ -684,6 +687,7 @@ async def test_the_no_create_role_grants_exactly_what_a_no_create_lease_lock_use
         "list",
         "watch",
         "update",
+        "patch",
     }
     for r in requests:
         name = lock_name if r.verb in ("list", "watch") else r.name

@@ -832,3 +832,30 @@ async def test_renewals_send_no_managed_fields_back(emu: KubeEmulator, lock: Lea
     # does not emulate managedFields); sending them back would only cost.
     assert "managedFields" not in sent[0]["metadata"]
     assert sent[0]["metadata"]["name"] == "my-lock"
+
+
+@pytest.mark.asyncio
+async def test_update_from_without_rbac_for_patch_reads_then_updates(
+    emu: KubeEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Role written for client-go grants no patch: the lock falls back to get + update (once
+    told, it no longer tries), and the compare-and-swap still holds."""
+    a, b = await _lock_for(emu, "pod-a"), await _lock_for(emu, "pod-b")
+    await a.create(_record("pod-a", holder_identity=""))
+    base = await _watched(b)
+    emu.faults("pod-b").fail_next(403, verbs={"patch"})
+    with caplog.at_level("INFO", logger="aioleader"):
+        written = await b.update_from(base, _record("pod-b"))
+    assert written.record.holder_identity == "pod-b"
+    assert [r.verb for r in emu.requests if r.client == "pod-b" and r.resource == "leases"][
+        -3:
+    ] == ["patch", "get", "update"]
+    assert "no RBAC verb patch on leases.coordination.k8s.io" in caplog.text
+    # The next one goes straight to get + update; a stale base is still a conflict.
+    stale = await _watched(b)
+    await a.get()
+    await a.update(_record("pod-a", renewed=1))
+    with pytest.raises(LockConflict, match="modified since version"):
+        await b.update_from(stale, _record("pod-b", renewed=2))
+    verbs = [r.verb for r in emu.requests if r.client == "pod-b" and r.resource == "leases"]
+    assert verbs.count("patch") == 1

@@ -101,6 +101,7 @@ class ObjectLock(Lock):
             raise ValueError(f"create must be True or False, got {create!r}")
         self._may_create = create
         self._missing_reported = False
+        self._patch_forbidden = False  # update_from got a 403: read then update
         self._check()
         self._client = KubeClient(api_client)
         # What a shared watch may be shared over: the borrowed client, or only this lock's own.
@@ -277,8 +278,15 @@ class ObjectLock(Lock):
         of the spec we do not model stay as the server holds them. On success the object is
         cached for [`update()`][update].
 
+        Needs the RBAC verb ``patch`` on the object. Without it (a Role written for client-go,
+        which never patches its lock: 403) the lock says so once at INFO and from then on reads
+        then updates, as [`get()`][get] and [`update()`][update] would (the compare-and-swap is
+        then on the version read, which must still be ``base``'s).
+
         Raises [`LockConflict`][aioleader.LockConflict] if the object changed or was deleted
         since ``base``."""
+        if self._patch_forbidden:
+            return await self._read_then_update(base, record, timeout)
         metadata: dict[str, Any] = {"resourceVersion": base.version}
         if self._labels_on_update and self._labels:
             metadata["labels"] = dict(self._labels)
@@ -294,7 +302,29 @@ class ObjectLock(Lock):
         )
         if reply.status == 404 and reply.status_object() is not None:
             raise LockConflict(f"{self._ref} was deleted since version {base.version}")
+        if reply.status == 403:
+            self._patch_forbidden = True
+            logger.info(
+                "%s: no RBAC verb patch on %s (%s); taking it with get then update instead",
+                self.describe(),
+                self._ref.resource,
+                error_for("update", self._ref, reply),
+                extra={"lock": self.describe()},
+            )
+            return await self._read_then_update(base, record, timeout)
         return self._accept("update", reply)
+
+    async def _read_then_update(
+        self, base: Observed, record: LeaderElectionRecord, timeout: float | None
+    ) -> Observed:
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        current = await self.get(timeout=timeout)
+        if current is None:
+            raise LockConflict(f"{self._ref} was deleted since version {base.version}")
+        if current.version != base.version:
+            raise LockConflict(f"{self._ref} was modified since version {base.version}")
+        left = None if deadline is None else deadline - anyio.current_time()
+        return await self.update(record, timeout=left)
 
     async def record_event(self, message: str, *, timeout: float | None = None) -> None:
         """Record ``message`` (e.g. ``"pod-a became leader"``) as an Event on the lock object, as

@@ -286,3 +286,34 @@ async def test_a_hung_credential_hook_is_bounded_by_the_request_timeout(emu: Kub
     finally:
         await api.close()
     assert emu.requests == []  # it never got as far as sending
+
+
+async def test_an_owned_client_from_a_kubeconfig_refreshes_an_exec_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock given no client builds one from $KUBECONFIG; kubernetes_asyncio's loader installs
+    no refresh, so without ours an exec plugin's token would be sent until it is refused. With
+    it, a rotated token is in use from the next request after REFRESH_INTERVAL."""
+    from aioleader.kubernetes import _config
+
+    monkeypatch.setattr(_config, "REFRESH_INTERVAL", 0.0)
+    async with KubeEmulator(tls=True, token="t-0") as emu:
+        secured = Secured(emu, "exec-token", tmp_path)
+        secured.token_file.write_text("t-0")
+        script = tmp_path / "plugin.py"
+        script.write_text(PLUGIN)
+        kubeconfig = await emu.kubeconfig(
+            "owned", exec_command=[sys.executable, str(script), str(tmp_path)]
+        )
+        path = tmp_path / "owned.kubeconfig"
+        path.write_text(json.dumps(kubeconfig))
+        monkeypatch.setenv("KUBECONFIG", str(path))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        async with LeaseLock("lock", NS, identity="a") as lock:
+            await lock.create(_record("a"))
+            runs = secured.plugin_runs
+            await secured.rotate("t-1")  # the old token is refused from now on
+            await lock.update(_record("a"))
+            assert await lock.get() is not None
+        assert _statuses(emu, "owned") == [201, 200, 200]
+        assert secured.plugin_runs > runs

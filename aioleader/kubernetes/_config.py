@@ -2,12 +2,25 @@
 
 Failing here is fatal ([`ElectionError`][aioleader.ElectionError]): no retry finds a configuration that is
 not there. The environment is read at each call, not at import time.
+
+**Credentials that expire.** ``load_incluster_config`` installs a hook that re-reads the projected
+service-account token; ``load_kube_config`` installs none: it runs an ``exec`` plugin (EKS, GKE,
+AKS logins) or refreshes an OIDC token once, and a client built from it sends the same token
+until the server refuses it (401) for good, typically 15 minutes to an hour after the start.
+A client built here from a kubeconfig gets [`KubeconfigCredentials`][KubeconfigCredentials] as its
+``refresh_api_key_hook``: before a request, at most every [`REFRESH_INTERVAL`][REFRESH_INTERVAL]
+seconds, it asks kubernetes_asyncio's loader to load the credentials again, which re-runs the
+plugin once its token is within five minutes of its ``expirationTimestamp`` (and is a no-op
+before). The request path bounds the hook by the request's timeout (a hung plugin is a failed
+request, retried). A client certificate that a plugin renews is not picked up: the lease pool's
+TLS context is built once.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import time
+from typing import Any, Final
 
 import anyio.lowlevel
 from kubernetes_asyncio.client import ApiClient, Configuration
@@ -15,7 +28,28 @@ from kubernetes_asyncio.config import ConfigException, load_incluster_config, lo
 
 from .._exceptions import ClusterConfigError
 
-__all__ = ["load_api_client"]
+__all__ = ["REFRESH_INTERVAL", "KubeconfigCredentials", "load_api_client"]
+
+#: Seconds between two reloads of a kubeconfig's credentials (each is cheap until the token is
+#: near its expiry; kubernetes_asyncio refreshes five minutes ahead of it).
+REFRESH_INTERVAL: Final = 1.0
+
+
+class KubeconfigCredentials:
+    """A ``refresh_api_key_hook`` that reloads a kubeconfig's credentials (see the module
+    docstring) through the loader ``load_kube_config`` returned."""
+
+    def __init__(self, loader: Any, *, interval: float | None = None) -> None:
+        self._loader = loader
+        self._interval = REFRESH_INTERVAL if interval is None else interval
+        self._next = time.monotonic() + self._interval
+
+    async def __call__(self, configuration: Any) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self._interval
+        await self._loader.load_and_set(configuration)
 
 
 def _config_source() -> tuple[str | None, str]:
@@ -75,11 +109,12 @@ async def load_api_client() -> Any:
             if os.pathsep not in config_file and _empty(config_file):
                 raise ConfigException("the file is empty")
             # persist_config=False: never rewrite the user's kubeconfig behind their back.
-            await load_kube_config(
+            loader = await load_kube_config(
                 config_file=config_file,
                 client_configuration=configuration,
                 persist_config=False,
             )
+            configuration.refresh_api_key_hook = KubeconfigCredentials(loader)
     except Exception as exc:  # ConfigException, OSError, YAML errors, a failing exec plugin, ...
         problem = _problem(exc)
         raise ClusterConfigError(

@@ -9,7 +9,8 @@ from kubernetes_asyncio.client import CoordinationV1Api
 
 from .._lock import Observed
 from .._record import LeaderElectionRecord, record_from_lease_spec, record_to_lease_spec
-from ._object import ObjectLock
+from ._object import ObjectLock, _serialize
+from ._template import RenewalTemplate
 
 __all__ = ["LeaseLock"]
 
@@ -69,6 +70,7 @@ class LeaseLock(ObjectLock):
     _api_class: ClassVar[Any] = CoordinationV1Api
     _method: ClassVar[str] = "lease"
     _labels_on_update: ClassVar[bool] = True
+    _template: RenewalTemplate | None = None  # the renewal body, see _template.py
 
     @staticmethod
     def _decode(obj: dict[str, Any], version: str) -> Observed:
@@ -108,6 +110,20 @@ class LeaseLock(ObjectLock):
         # create it, but the cached resourceVersion makes it a 409 instead.
         spec = {**kept.extra, **record_to_lease_spec(record)}
         return {"apiVersion": _API_VERSION, "kind": _KIND, **cached, "spec": spec}
+
+    def _update_bytes(
+        self, cached: dict[str, Any], kept: LeaderElectionRecord, record: LeaderElectionRecord
+    ) -> bytes:
+        # A renewal changes two values of the body: metadata.resourceVersion and spec.renewTime.
+        # The rest is serialized once into a template and reused while it stays the same.
+        template = self._template
+        if template is None or not template.fits(cached, kept, record):
+            template = self._template = RenewalTemplate.build(
+                self._merged_update, cached, kept, record
+            )
+            if template is None:
+                return _serialize(self._merged_update(cached, kept, record))
+        return template.fill(cached, record)
 
     def _patch_body(self, record: LeaderElectionRecord, metadata: dict[str, Any]) -> dict[str, Any]:
         spec: dict[str, Any] = dict.fromkeys(_RECORD_FIELDS)

@@ -246,17 +246,29 @@ class ObjectLock(Lock):
         if cached is None or kept is None:
             await anyio.lowlevel.checkpoint()
             raise LockError(f"cannot update {self._ref}: call get() or create() first")
+        body = self._update_bytes(cached, kept, record)
+        reply = await self._client.send(
+            "update", self._ref, "PUT", self._object_path, body, timeout=timeout
+        )
+        return self._accept("update", reply)
+
+    def _update_bytes(
+        self, cached: dict[str, Any], kept: LeaderElectionRecord, record: LeaderElectionRecord
+    ) -> bytes:
+        """The PUT body for ``record``: [`_update_body()`][_update_body] with the configured
+        labels merged in, serialized. (Leases fill a template instead, see `._lease`.)"""
+        return _serialize(self._merged_update(cached, kept, record))
+
+    def _merged_update(
+        self, cached: dict[str, Any], kept: LeaderElectionRecord, record: LeaderElectionRecord
+    ) -> dict[str, Any]:
         update = self._update_body(cached, kept, record)
         if self._labels_on_update and self._labels:
             metadata = dict(update.get("metadata") or {})
             labels = metadata.get("labels")
             metadata["labels"] = {**(labels if isinstance(labels, dict) else {}), **self._labels}
             update = {**update, "metadata": metadata}
-        body = _serialize(update)
-        reply = await self._client.send(
-            "update", self._ref, "PUT", self._object_path, body, timeout=timeout
-        )
-        return self._accept("update", reply)
+        return update
 
     @property
     def supports_update_from(self) -> bool:

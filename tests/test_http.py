@@ -294,3 +294,23 @@ def test_a_server_sending_garbage_yields_an_error_or_a_reply_never_a_hang(
             assert pool.connections == 0 or script.connections == 1
 
     asyncio.run(run())
+
+
+@pytest.mark.asyncio
+async def test_idle_connections_are_closed_after_the_keepalive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aioleader.kubernetes import _http
+
+    monkeypatch.setattr(_http, "KEEPALIVE", 0.2)
+    script = Script(["hang", [OK], [OK], [OK]])
+    async with server(script) as pool:
+        hung = asyncio.ensure_future(pool.request("GET", get(), soon(30)))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(*(pool.request("GET", get(), soon()) for _ in range(1)))
+        assert pool.connections == 2  # one busy, one idle
+        await asyncio.sleep(0.35)
+        assert pool.connections == 1  # the idle one was closed; the busy one stays
+        assert (await pool.request("GET", get(), soon())).status == 200  # a fresh one
+        hung.cancel()
+        await asyncio.gather(hung, return_exceptions=True)

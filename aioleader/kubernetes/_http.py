@@ -39,6 +39,11 @@ __all__ = ["HttpError", "HttpPool"]
 #: is not one of ours (a proxy's page, a runaway object) and is refused rather than buffered.
 MAX_REPLY: Final = 16 * 1024 * 1024
 
+#: Seconds a connection may sit idle in the pool before it is closed (aiohttp's keep-alive
+#: default): a process whose elections all follow (through the shared watch) sends nothing, and
+#: must not hold the connections its start-up reads opened.
+KEEPALIVE: Final = 15.0
+
 _IDEMPOTENT: Final = frozenset({"GET", "PUT", "HEAD", "DELETE", "OPTIONS"})
 _NO_BODY: Final = frozenset({204, 304})
 
@@ -60,6 +65,7 @@ class _Connection(asyncio.Protocol):
         self._eof = False
         self.reused = False
         self.alive = True
+        self.idle_since = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -295,6 +301,7 @@ class HttpPool:
         self._open: set[_Connection] = set()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
+        self._sweep: asyncio.TimerHandle | None = None
 
     @property
     def connections(self) -> int:
@@ -374,8 +381,24 @@ class HttpPool:
 
     def _release(self, connection: _Connection) -> None:
         if connection.alive and not self._closed:
+            connection.idle_since = asyncio.get_running_loop().time()
             self._idle.append(connection)
+            self._schedule_sweep()
         self._wake()
+
+    def _schedule_sweep(self) -> None:
+        # The oldest idle connection is on the left (requests take the most recent, on the
+        # right): one timer, at the moment it has been idle for KEEPALIVE seconds.
+        if self._sweep is None and self._idle and not self._closed:
+            oldest = self._idle[0].idle_since
+            self._sweep = asyncio.get_running_loop().call_at(oldest + KEEPALIVE, self._close_idle)
+
+    def _close_idle(self) -> None:
+        self._sweep = None
+        now = asyncio.get_running_loop().time()
+        while self._idle and now - self._idle[0].idle_since >= KEEPALIVE:
+            self._idle.popleft().close()
+        self._schedule_sweep()
 
     def _forget(self, connection: _Connection) -> None:
         self._open.discard(connection)
@@ -391,6 +414,9 @@ class HttpPool:
     def close(self) -> None:
         """Close every connection (those in an exchange fail it)."""
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for connection in list(self._open):
             connection.close()
         self._idle.clear()

@@ -28,7 +28,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 REPO = Path(__file__).resolve().parent.parent
 Impl = Literal["aioleader", "kubernetes_asyncio"]
 IMPLS: tuple[Impl, ...] = ("aioleader", "kubernetes_asyncio")
-WRITE_VERBS = frozenset({"update", "create"})
+WRITE_VERBS = frozenset({"update", "create", "patch"})  # patch: a watched lock taken
 # Verbs as the table shows them (HTTP method, or LIST/WATCH for collection reads).
 VERB_LABELS = {
     "get": "GET",

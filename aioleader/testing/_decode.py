@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "DecodeError",
@@ -44,6 +44,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+# One decoder for every body: json.loads with an option builds a new one per call.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _quote_char(ch: str) -> str:
     """Go's ``quoteChar`` as used in ``encoding/json`` syntax errors."""
     if ch == "'":
@@ -61,7 +65,7 @@ def go_json_loads(data: bytes) -> Any:
     """
     text = data.decode("utf-8", errors="replace")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except ValueError as exc:
         stripped = text.lstrip(" \t\r\n")
         if not stripped:
@@ -355,13 +359,15 @@ def _any_list(value: object, ctx: _Context, struct: str, path: str) -> object:
 #: it back unchanged, so a valid one is its own result (the emulator's hottest path: every
 #: renewal carries one or two). ASCII digits only: ``\d`` would take any Unicode digit.
 _CANONICAL_MICRO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_CANONICAL_SECONDS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
-def _canonical_micro(value: str) -> bool:
-    """Whether ``value`` is a valid canonical MicroTime other than the zero time (anything else,
-    valid or not, goes through [`parse_go_time()`][parse_go_time], which also words Go's errors)."""
+def _canonical_micro(value: str, pattern: re.Pattern[str] = _CANONICAL_MICRO) -> bool:
+    """Whether ``value`` is a valid canonical MicroTime (or, with ``_CANONICAL_SECONDS``, Time)
+    other than the zero time (anything else, valid or not, goes through
+    [`parse_go_time()`][parse_go_time], which also words Go's errors)."""
     # Years before 1000 are rendered differently from how they are written: the long way.
-    if _CANONICAL_MICRO.fullmatch(value) is None or value[0] == "0":
+    if pattern.fullmatch(value) is None or value[0] == "0":
         return False
     try:
         datetime(
@@ -386,8 +392,8 @@ def _time(layout: str, render: Callable[[datetime], str]) -> Decoder:
             raise DecodeError(
                 f"json: cannot unmarshal {json_kind(value)} into Go value of type string"
             )
-        if micro and _canonical_micro(value):
-            return value
+        if _canonical_micro(value, _CANONICAL_MICRO if micro else _CANONICAL_SECONDS):
+            return value  # what rendering the parsed time would give back
         moment = parse_go_time(value, layout)
         return _Absent if moment == _ZERO_TIME else render(moment)
 

@@ -143,6 +143,11 @@ _RECORD_FIELDS: Final = (
 )
 
 
+#: The canonical encoding of a spec (for ``raw``): one encoder for every reply, as
+#: ``json.dumps`` with options builds a new one per call.
+_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def observed_lease(lease: dict[str, Any], version: str) -> Observed:
     """The record of a Lease (the JSON dict) at ``version``."""
     spec = lease.get("spec")
@@ -152,7 +157,7 @@ def observed_lease(lease: dict[str, Any], version: str) -> Observed:
     # nested too deep to encode again from here is compared by its type alone (garbage that
     # deep is not something a conforming writer stores; its record is still read).
     try:
-        text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = _CANONICAL.encode(spec)
     except (ValueError, TypeError, RecursionError):
         text = f"<unencodable {type(spec).__name__}>"
     raw = text.encode("utf-8", "surrogatepass")

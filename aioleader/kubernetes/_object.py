@@ -19,7 +19,7 @@ import logging
 import random
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import aiohttp
 import anyio.lowlevel
@@ -490,9 +490,13 @@ def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
 
 
+#: One encoder for every body (``json.dumps`` with options builds a new one per call).
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"))
+
+
 def _serialize(body: dict[str, Any]) -> bytes:
     """The JSON of a request body: compact, ASCII (a lone surrogate is escaped, not an error)."""
-    return json.dumps(body, separators=(",", ":")).encode("ascii")
+    return _COMPACT.encode(body).encode("ascii")
 
 
 def client_of(lock: ObjectLock) -> KubeClient:

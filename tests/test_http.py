@@ -7,6 +7,8 @@ reply, never as another exception or a hang."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ class Script:
     """What the server does on each connection: for each request read, the next reply (a list of
     byte chunks written with a short pause between them, ending in ``b""`` to close the
     connection after it), or ``None`` to close the connection without answering; ``"hang"`` to
-    never answer."""
+    never answer; ``"reset-after:<bytes>"`` to send those bytes, then reset the connection."""
 
     replies: list[list[bytes] | str | None]
     requests: list[bytes] = field(default_factory=list)
@@ -51,6 +53,15 @@ async def server(script: Script) -> AsyncIterator[HttpPool]:
                     break
                 if reply == "hang":
                     await asyncio.sleep(3600)
+                if isinstance(reply, str) and reply.startswith("reset-after:"):
+                    # Part of a reply, then a reset (RST, not a FIN: no end of stream).
+                    writer.write(reply.removeprefix("reset-after:").encode())
+                    await writer.drain()
+                    await asyncio.sleep(0.02)
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
                 assert isinstance(reply, list)
                 for chunk in reply:
                     writer.write(chunk)
@@ -146,6 +157,19 @@ async def test_an_idempotent_request_is_sent_once_more_when_a_kept_connection_wa
     assert reply.status == 200
     assert script.connections == 2
     assert [r.split(b" ")[0] for r in script.requests] == [b"GET", b"PUT", b"PUT"]
+
+
+@pytest.mark.asyncio
+async def test_a_reply_cut_short_is_not_sent_again() -> None:
+    """The server started answering (so it has the request) and then the connection went: the
+    PUT is not sent again, even on a kept-alive connection."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+    script = Script([[OK], "reset-after:" + head.decode(), [OK]])
+    async with server(script) as pool:
+        await pool.request("GET", get(), soon())
+        with pytest.raises(ConnectionResetError):
+            await pool.request("PUT", put(), soon())
+    assert [r.split(b" ")[0] for r in script.requests] == [b"GET", b"PUT"]
 
 
 @pytest.mark.asyncio

@@ -63,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Reply] | None = None
         self._head: tuple[int, str, dict[bytes, bytes], int] | None = None
         self._eof = False
+        self._received = False  # a byte of a reply arrived in the current exchange
         self.reused = False
         self.alive = True
         self.idle_since = 0.0
@@ -78,6 +79,7 @@ class _Connection(asyncio.Protocol):
             # Bytes nobody asked for (the server talks out of turn): the connection is unusable.
             self._fail(HttpError("the server sent bytes without a request"))
             return
+        self._received = True
         self._buffer += data
         if len(self._buffer) > MAX_REPLY:
             self._fail(HttpError(f"the reply is larger than {MAX_REPLY} bytes"))
@@ -104,6 +106,7 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Reply] = loop.create_future()
         self._waiter = waiter
+        self._received = False
         timer = loop.call_at(deadline, _expire, waiter)
         try:
             transport.write(request)
@@ -125,7 +128,7 @@ class _Connection(asyncio.Protocol):
     @property
     def answered_nothing(self) -> bool:
         """Whether the last failed exchange got no byte of a reply (safe to send again)."""
-        return not self._buffer
+        return not self._received
 
     def _fail(self, exc: BaseException) -> None:
         waiter = self._waiter
@@ -336,12 +339,18 @@ class HttpPool:
             self._release(connection)
         return reply
 
-    async def _acquire(self, deadline: float, *, fresh: bool = False) -> _Connection:
-        while not fresh and self._idle:
-            connection = self._idle.pop()  # the most recently used: the likeliest alive
+    def _take_idle(self) -> _Connection | None:
+        """The most recently used idle connection that is still alive (the likeliest to stay)."""
+        while self._idle:
+            connection = self._idle.pop()
             if connection.alive:
                 connection.reused = True
                 return connection
+        return None
+
+    async def _acquire(self, deadline: float, *, fresh: bool = False) -> _Connection:
+        if not fresh and (idle := self._take_idle()) is not None:
+            return idle
         while self._limit and len(self._open) >= self._limit:
             if fresh and self._idle:
                 self._idle.popleft().close()
@@ -354,11 +363,8 @@ class HttpPool:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-            while not fresh and self._idle:
-                connection = self._idle.pop()
-                if connection.alive:
-                    connection.reused = True
-                    return connection
+            if not fresh and (idle := self._take_idle()) is not None:
+                return idle
         return await self._connect(deadline)
 
     async def _connect(self, deadline: float) -> _Connection:

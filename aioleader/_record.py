@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final, final
@@ -244,7 +245,8 @@ def _optional_str(value: object) -> str | None:
 
 # -- Lease spec ------------------------------------------------------------------------------------
 
-_SPEC_FIELDS = {
+#: The Lease spec fields a record models, in the order they are written.
+LEASE_SPEC_FIELDS: Final = (
     "holderIdentity",
     "leaseDurationSeconds",
     "acquireTime",
@@ -252,7 +254,8 @@ _SPEC_FIELDS = {
     "leaseTransitions",
     "strategy",
     "preferredHolder",
-}
+)
+_SPEC_FIELDS = frozenset(LEASE_SPEC_FIELDS)
 
 
 def record_from_lease_spec(spec: object) -> LeaderElectionRecord:
@@ -279,7 +282,7 @@ def record_from_lease_spec(spec: object) -> LeaderElectionRecord:
     )
 
 
-def _extra(data: dict[str, Any], modelled: set[str]) -> dict[str, Any]:
+def _extra(data: dict[str, Any], modelled: Set[str]) -> dict[str, Any]:
     """The fields we do not model, kept to be written back - if they can be: JSON nested almost
     as deep as the decoder allows may not encode again from a deeper stack, and a rewrite must
     not crash on what a peer left, so such fields are dropped (garbage, read as absent)."""

@@ -16,10 +16,13 @@ from kubernetes_asyncio.config import load_kube_config
 
 from aioleader.testing import KubeEmulator
 from aioleader.testing._decode import (
+    _CANONICAL_SECONDS,
+    RFC3339,
     RFC3339_MICRO,
     DecodeError,
-    _canonical_micro,
+    _canonical_time,
     format_micro_time,
+    format_time,
     parse_go_time,
 )
 
@@ -129,8 +132,22 @@ def test_the_canonical_micro_time_fast_path_agrees_with_the_parser(fields: tuple
         general: str | None = format_micro_time(parse_go_time(value, RFC3339_MICRO))
     except DecodeError:
         general = None
-    if _canonical_micro(value):
+    if _canonical_time(value):
         assert general == value
     else:
         # What the fast path leaves to the parser: invalid, the years it renders differently.
+        assert general is None or fields[0] < 1000
+
+
+@given(_fields)
+def test_the_canonical_seconds_fast_path_agrees_with_the_parser(fields: tuple[int, ...]) -> None:
+    year, month, day, hour, minute, second, _ = fields
+    value = f"{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"
+    try:
+        general: str | None = format_time(parse_go_time(value, RFC3339))
+    except DecodeError:
+        general = None
+    if _canonical_time(value, _CANONICAL_SECONDS):
+        assert general == value
+    else:
         assert general is None or fields[0] < 1000

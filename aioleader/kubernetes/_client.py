@@ -30,7 +30,6 @@ from typing import Any, Final
 import aiohttp
 import anyio
 import anyio.lowlevel
-from yarl import URL
 
 from .._exceptions import ElectionError, LockError
 from ._config import load_api_client
@@ -58,7 +57,6 @@ class KubeClient:
         self._loading: anyio.Lock | None = None  # made on first use: most locks are given a client
         self._closed = False
         self._transport: LeaseTransport | None = None
-        self._urls: dict[str, URL] = {}
 
     @property
     def owned(self) -> bool:
@@ -112,7 +110,7 @@ class KubeClient:
                 transport = self._transport = lease_transport(api_client)
                 transport.use(self)
             return await transport.request(
-                api_client, method, path, body, seconds, self._urls, content_type=content_type
+                api_client, method, path, body, seconds, content_type=content_type
             )
 
     async def request(

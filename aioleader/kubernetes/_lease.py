@@ -8,7 +8,12 @@ from typing import Any, ClassVar, Final, final
 from kubernetes_asyncio.client import CoordinationV1Api
 
 from .._lock import Observed
-from .._record import LeaderElectionRecord, record_from_lease_spec, record_to_lease_spec
+from .._record import (
+    LEASE_SPEC_FIELDS,
+    LeaderElectionRecord,
+    record_from_lease_spec,
+    record_to_lease_spec,
+)
 from ._object import ObjectLock, _serialize
 from ._template import RenewalTemplate
 
@@ -126,21 +131,10 @@ class LeaseLock(ObjectLock):
         return template.fill(cached, record)
 
     def _patch_body(self, record: LeaderElectionRecord, metadata: dict[str, Any]) -> dict[str, Any]:
-        spec: dict[str, Any] = dict.fromkeys(_RECORD_FIELDS)
+        # Every modelled field, null for those the record lacks (a merge patch deletes them).
+        spec: dict[str, Any] = dict.fromkeys(LEASE_SPEC_FIELDS)
         spec.update(record_to_lease_spec(record))
         return {"metadata": metadata, "spec": spec}
-
-
-#: The spec fields a record models: a merge patch names each (``null`` for those it lacks).
-_RECORD_FIELDS: Final = (
-    "holderIdentity",
-    "leaseDurationSeconds",
-    "acquireTime",
-    "renewTime",
-    "leaseTransitions",
-    "strategy",
-    "preferredHolder",
-)
 
 
 #: The canonical encoding of a spec (for ``raw``): one encoder for every reply, as

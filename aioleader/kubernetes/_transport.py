@@ -172,15 +172,12 @@ class LeaseTransport:
         path: str,
         body: bytes | None,
         seconds: float,
-        urls: dict[str, URL] | None = None,
         *,
         content_type: str = "application/json",
     ) -> Reply:
-        """Send ``method path`` with the ``body`` (of ``content_type``) as ``api_client`` would, and read the
-        reply, all of it (the credentials, the wait for a connection, the exchange) within
-        ``seconds``. ``urls`` is the caller's cache of parsed URLs for the aiohttp path (by
-        server and path: parsing one costs more than building the request body). Raises
-        `TimeoutError` past the bound, `OSError` or what aiohttp raises for the connection,
+        """Send ``method path`` with the ``body`` (of ``content_type``) as ``api_client`` would,
+        and read the reply, all of it (the credentials, the wait for a connection, the exchange)
+        within ``seconds``. Raises `TimeoutError` past the bound, `OSError` or what aiohttp raises for the connection,
         [`ClientClosed`][ClientClosed] if the client was closed, and whatever the credential hook
         raises."""
         user_session = api_client.rest_client.pool_manager
@@ -220,7 +217,7 @@ class LeaseTransport:
                 method, _request_bytes(method, target, self._host_header, headers, body), deadline
             )
         return await self._via_proxy(
-            pool, configuration, method, path, body, headers, queries, deadline - loop.time(), urls
+            pool, configuration, method, path, body, headers, queries, deadline - loop.time()
         )
 
     async def _via_proxy(
@@ -233,20 +230,13 @@ class LeaseTransport:
         headers: dict[str, str],
         queries: list[tuple[str, str]],
         seconds: float,
-        urls: dict[str, URL] | None,
     ) -> Reply:
         # aiohttp computes ceil(now + total) and cannot take an infinite total.
         timeout = aiohttp.ClientTimeout(total=seconds if math.isfinite(seconds) else None)
         text = f"{configuration.host}{path}"
         if queries:
             text += "?" + urlencode(queries)
-        url = urls.get(text) if urls is not None else None
-        if url is None:
-            url = URL(text)
-            if urls is not None:
-                if len(urls) >= 4:  # a lock sends to two URLs; only a changed host makes more
-                    urls.clear()
-                urls[text] = url
+        url = URL(text)
         extra: dict[str, Any] = {}
         if configuration.proxy:
             extra["proxy"] = configuration.proxy
@@ -284,7 +274,7 @@ def _request_bytes(
         encoded = head.encode("latin-1")
     except UnicodeEncodeError as exc:
         raise HttpError(f"a request header is not Latin-1: {exc}") from None
-    return encoded + b"\r\n\r\n" + body if body is not None else encoded + b"\r\n\r\n"
+    return encoded + b"\r\n\r\n" + (body or b"")
 
 
 def _from_environment(

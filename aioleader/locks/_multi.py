@@ -7,6 +7,7 @@ from typing import Final, final
 
 import anyio
 
+from .._decisions import still_ours
 from .._exceptions import LockConflict, LockError
 from .._lock import Lock, Observed, WatchCursor, same_state
 from .._record import LeaderElectionRecord
@@ -203,10 +204,7 @@ class MultiLock(Lock):
         fresh = await self._secondary.get(timeout=self._left(deadline))
         if fresh is None:
             raise LockConflict(f"{self._secondary.describe()} was deleted")
-        if (
-            fresh.record.holder_identity != self.identity
-            or fresh.record.leader_transitions != record.leader_transitions
-        ):
+        if not still_ours(fresh.record, self.identity, record.leader_transitions):
             raise LockConflict(f"{self._secondary.describe()} was written by somebody else")
         self._secondary_exists = True
         return await self._secondary.update(record, timeout=self._left(deadline))

@@ -362,7 +362,7 @@ _CANONICAL_MICRO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-
 _CANONICAL_SECONDS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
-def _canonical_micro(value: str, pattern: re.Pattern[str] = _CANONICAL_MICRO) -> bool:
+def _canonical_time(value: str, pattern: re.Pattern[str] = _CANONICAL_MICRO) -> bool:
     """Whether ``value`` is a valid canonical MicroTime (or, with ``_CANONICAL_SECONDS``, Time)
     other than the zero time (anything else, valid or not, goes through
     [`parse_go_time()`][parse_go_time], which also words Go's errors)."""
@@ -392,7 +392,7 @@ def _time(layout: str, render: Callable[[datetime], str]) -> Decoder:
             raise DecodeError(
                 f"json: cannot unmarshal {json_kind(value)} into Go value of type string"
             )
-        if _canonical_micro(value, _CANONICAL_MICRO if micro else _CANONICAL_SECONDS):
+        if _canonical_time(value, _CANONICAL_MICRO if micro else _CANONICAL_SECONDS):
             return value  # what rendering the parsed time would give back
         moment = parse_go_time(value, layout)
         return _Absent if moment == _ZERO_TIME else render(moment)
